@@ -1,0 +1,441 @@
+//! The `MicrosoftMailIntegration` API (`nocobase-mail-operator.dev/v1alpha1`).
+//!
+//! Doc comments on these types become the CRD's field descriptions, which is what
+//! `kubectl explain` shows, so they are written for a cluster administrator.
+//! CEL rules (`x-kubernetes-validations`) reject at admission what is wrong on its face;
+//! `crate::input` repeats the same checks in Rust for the `check` command and the
+//! controller, and a test keeps the two in agreement.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group. The project's own domain, so it can never collide with an API NocoBase
+/// (nocobase.com) might publish one day.
+pub const GROUP: &str = "nocobase-mail-operator.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const KIND: &str = "MicrosoftMailIntegration";
+
+/// Condition types written to `status.conditions`.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const CREDENTIALS_VALID: &str = "CredentialsValid";
+    pub const SECRET_EXPIRING: &str = "SecretExpiring";
+    pub const INJECTED: &str = "Injected";
+}
+
+pub const DEFAULT_SECRET_KEY: &str = "client-secret";
+pub const DEFAULT_ENV_CLIENT_ID: &str = "MICROSOFT_CLIENT_ID";
+pub const DEFAULT_ENV_CLIENT_SECRET: &str = "MICROSOFT_CLIENT_SECRET";
+pub const DEFAULT_ENV_TENANT_ID: &str = "MICROSOFT_TENANT_ID";
+/// 30 days, 7 days, 1 day, written as Kubernetes (Go) durations.
+pub const DEFAULT_WARN_BEFORE: [&str; 3] = ["720h", "168h", "24h"];
+pub const DEFAULT_VALIDATION_INTERVAL: &str = "6h";
+
+// Regular expressions shared by the CEL rules below (RE2 syntax, as the API server runs them).
+const GUID_RE: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+const DOMAIN_RE: &str = "^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\\\.)+[a-zA-Z]{2,63}$";
+const ENV_NAME_RE: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+const HOST_URL_RULE: &str = "self.matches('^https://[^/?#]+(/[^?#]*)?$') || self.matches('^http://(localhost|127\\\\.0\\\\.0\\\\.1|\\\\[::1\\\\])(:[0-9]+)?(/[^?#]*)?$')";
+
+/// Checks a client-secret against Microsoft Entra, tracks its expiry, and injects the
+/// validated configuration into NocoBase Deployments in the same namespace.
+// clippy mistakes the repeated `type_` of the printcolumn(...) groups for duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "nocobase-mail-operator.dev",
+    version = "v1alpha1",
+    kind = "MicrosoftMailIntegration",
+    namespaced,
+    doc = "Microsoft Entra app credentials for the NocoBase email manager: validated against Microsoft, watched for expiry, injected into NocoBase.",
+    status = "MicrosoftMailIntegrationStatus",
+    shortname = "mmi",
+    category = "nocobase",
+    category = "all",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether NocoBase has working Microsoft credentials"
+    ),
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"CredentialsValid\")].status",
+        description = "Whether Microsoft accepted the client secret"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why Ready is what it is"
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.secretExpiry.expiresAt",
+        description = "When the client secret expires"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MicrosoftMailIntegrationSpec {
+    /// Directory (tenant) ID of the Microsoft Entra tenant that holds the app registration: the
+    /// GUID shown as "Directory (tenant) ID" in the portal, or one of the tenant's verified
+    /// domains (contoso.onmicrosoft.com). `common`, `organizations` and `consumers` are not
+    /// tenants and are refused.
+    #[x_kube(
+        validation = Rule::new(format!("self.matches('{GUID_RE}') || self.matches('{DOMAIN_RE}')")).message("tenantId must be the directory (tenant) ID GUID or a verified domain such as contoso.onmicrosoft.com"),
+        validation = Rule::new("!self.matches('^(?i)(common|organizations|consumers)$')").message("tenantId must name a real tenant: common, organizations and consumers cannot request application tokens")
+    )]
+    #[schemars(length(min = 1, max = 253))]
+    pub tenant_id: String,
+
+    /// Application (client) ID of the app registration, a GUID ("Application (client) ID" in
+    /// the portal's app overview).
+    #[x_kube(validation = Rule::new(format!("self.matches('{GUID_RE}')")).message("clientId must be the Application (client) ID, a GUID such as 11111111-2222-3333-4444-555555555555"))]
+    #[schemars(length(max = 36))]
+    pub client_id: String,
+
+    /// The Kubernetes Secret, in this namespace, that holds the client secret Value (not the
+    /// Secret ID). The operator only reads it.
+    pub client_secret_ref: SecretKeyRef,
+
+    /// Microsoft cloud the tenant lives in. Selects the authority (login) and Graph hosts.
+    #[serde(default)]
+    pub cloud: Cloud,
+
+    /// Overrides the authority host of the chosen cloud, e.g. for a private or sovereign
+    /// endpoint. https, or http for loopback addresses only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(HOST_URL_RULE).message("authorityHost must be an https:// URL (http:// only for localhost)"))]
+    #[schemars(length(max = 512))]
+    pub authority_host: Option<String>,
+
+    /// Overrides the Microsoft Graph host of the chosen cloud. https, or http for loopback
+    /// addresses only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(HOST_URL_RULE).message("graphHost must be an https:// URL (http:// only for localhost)"))]
+    #[schemars(length(max = 512))]
+    pub graph_host: Option<String>,
+
+    /// When the client secret expires and when to warn about it.
+    #[serde(default)]
+    pub secret_expiry: SecretExpiry,
+
+    /// How often Microsoft is asked again whether the credentials still work.
+    #[serde(default)]
+    pub validation: ValidationSettings,
+
+    /// NocoBase Deployments in this namespace that receive the validated configuration as
+    /// environment variables. Empty: validate and track expiry only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub targets: Vec<Target>,
+}
+
+/// A key of a Secret in the integration's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret whose value is the client secret.
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("key must consist of alphanumeric characters, '-', '_' or '.'"))]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    DEFAULT_SECRET_KEY.to_owned()
+}
+
+/// A Microsoft cloud, which fixes the login and Graph hosts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Cloud {
+    /// Microsoft Entra ID global service: login.microsoftonline.com, graph.microsoft.com.
+    #[default]
+    AzurePublic,
+    /// Azure US Government: login.microsoftonline.us, graph.microsoft.us.
+    AzureUSGovernment,
+    /// Azure operated by 21Vianet: login.chinacloudapi.cn, microsoftgraph.chinacloudapi.cn.
+    AzureChina,
+}
+
+impl Cloud {
+    pub fn authority_host(self) -> &'static str {
+        match self {
+            Cloud::AzurePublic => "https://login.microsoftonline.com",
+            Cloud::AzureUSGovernment => "https://login.microsoftonline.us",
+            Cloud::AzureChina => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    pub fn graph_host(self) -> &'static str {
+        match self {
+            Cloud::AzurePublic => "https://graph.microsoft.com",
+            Cloud::AzureUSGovernment => "https://graph.microsoft.us",
+            Cloud::AzureChina => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+}
+
+impl std::fmt::Display for Cloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cloud::AzurePublic => "AzurePublic",
+            Cloud::AzureUSGovernment => "AzureUSGovernment",
+            Cloud::AzureChina => "AzureChina",
+        })
+    }
+}
+
+/// Expiry of the client secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretExpiry {
+    /// When the client secret expires, RFC 3339 (the "Expires" column of "Certificates &
+    /// secrets", e.g. 2027-05-31T00:00:00Z). Wins over what Graph reports. (A date-time
+    /// string: the API server checks the format and CEL sees it as a timestamp.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"), length(max = 64))]
+    pub expires_at: Option<String>,
+
+    /// How long before expiry to warn, as durations (720h = 30 days). Each window crossed
+    /// raises a Warning Event once and sets the SecretExpiring condition.
+    #[serde(default = "default_warn_before")]
+    #[schemars(length(min = 1, max = 10), inner(length(max = 32)))]
+    #[x_kube(validation = Rule::new("self.all(d, d.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(d) > duration('0s'))").message("warnBefore entries must be positive durations such as 720h, 168h or 24h"))]
+    pub warn_before: Vec<String>,
+
+    /// Read the secret's end date from Microsoft Graph (needs the Application.Read.All
+    /// application permission with admin consent). Without it, state expiresAt.
+    #[serde(default = "default_true")]
+    pub discover_from_graph: bool,
+}
+
+impl Default for SecretExpiry {
+    fn default() -> Self {
+        Self {
+            expires_at: None,
+            warn_before: default_warn_before(),
+            discover_from_graph: true,
+        }
+    }
+}
+
+fn default_warn_before() -> Vec<String> {
+    DEFAULT_WARN_BEFORE
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Periodic re-validation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationSettings {
+    /// How often to ask Microsoft again whether the credentials still work (a Go duration,
+    /// e.g. 6h). Changes to the Secret or the spec are validated at once regardless.
+    #[serde(default = "default_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) >= duration('1m')").message("interval must be a duration of at least 1m, such as 6h"))]
+    #[schemars(length(max = 32))]
+    pub interval: String,
+}
+
+impl Default for ValidationSettings {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+        }
+    }
+}
+
+fn default_interval() -> String {
+    DEFAULT_VALIDATION_INTERVAL.to_owned()
+}
+
+/// A NocoBase Deployment (or several, by label) that receives the configuration.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.deploymentName) != has(self.deploymentSelector)").message("set exactly one of deploymentName or deploymentSelector"))]
+pub struct Target {
+    /// Name of a Deployment in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub deployment_name: Option<String>,
+
+    /// Label selector for Deployments in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_selector: Option<LabelSelector>,
+
+    /// Containers of the pod template that get the variables. Empty: all containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    pub containers: Vec<String>,
+
+    /// Names of the environment variables to set.
+    #[serde(default)]
+    pub env: EnvNames,
+
+    /// OnChange (default) rolls the pods when the validated configuration changes; Manual
+    /// leaves restarts to you.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// Environment variable names for the injected values.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.clientId != self.clientSecret && self.clientId != self.tenantId && self.clientSecret != self.tenantId").message("clientId, clientSecret and tenantId must be three different variable names"))]
+pub struct EnvNames {
+    /// Variable that receives the Application (client) ID.
+    #[serde(default = "default_env_client_id")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{ENV_NAME_RE}')")).message("must be a valid environment variable name (letters, digits, _; not starting with a digit)"))]
+    pub client_id: String,
+    /// Variable that receives the client secret (through a secretKeyRef, never as a value).
+    #[serde(default = "default_env_client_secret")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{ENV_NAME_RE}')")).message("must be a valid environment variable name (letters, digits, _; not starting with a digit)"))]
+    pub client_secret: String,
+    /// Variable that receives the Directory (tenant) ID.
+    #[serde(default = "default_env_tenant_id")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{ENV_NAME_RE}')")).message("must be a valid environment variable name (letters, digits, _; not starting with a digit)"))]
+    pub tenant_id: String,
+}
+
+impl Default for EnvNames {
+    fn default() -> Self {
+        Self {
+            client_id: default_env_client_id(),
+            client_secret: default_env_client_secret(),
+            tenant_id: default_env_tenant_id(),
+        }
+    }
+}
+
+fn default_env_client_id() -> String {
+    DEFAULT_ENV_CLIENT_ID.to_owned()
+}
+fn default_env_client_secret() -> String {
+    DEFAULT_ENV_CLIENT_SECRET.to_owned()
+}
+fn default_env_tenant_id() -> String {
+    DEFAULT_ENV_TENANT_ID.to_owned()
+}
+
+/// When injected pods restart.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rollout {
+    /// Roll the pods when, and only when, the validated configuration changes.
+    #[default]
+    OnChange,
+    /// Update the Deployment's variables but never restart pods; restart them yourself.
+    Manual,
+}
+
+/// Observed state, written by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MicrosoftMailIntegrationStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, CredentialsValid, SecretExpiring and Injected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// What is known about the client secret's expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_expiry: Option<SecretExpiryStatus>,
+
+    /// The last answer from Microsoft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_validation: Option<LastValidation>,
+
+    /// Where the validated configuration was injected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub injected: Vec<InjectedTarget>,
+}
+
+/// Where an expiry date came from.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpirySource {
+    /// spec.secretExpiry.expiresAt.
+    Spec,
+    /// The app registration's passwordCredentials in Microsoft Graph.
+    Graph,
+}
+
+/// Expiry of the client secret in use.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretExpiryStatus {
+    /// When the client secret expires (RFC 3339). Absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Spec or Graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ExpirySource>,
+    /// Warning windows (from warnBefore) already announced for this credential, so each is
+    /// announced once, also across operator restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows_announced: Vec<String>,
+}
+
+/// The last validation against Microsoft.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastValidation {
+    /// When Microsoft answered (RFC 3339).
+    pub time: String,
+    /// Valid, Rejected, Unavailable or InvalidInput.
+    pub outcome: String,
+    /// Why, in one CamelCase word; absent when valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The AADSTS error code Microsoft returned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aadsts_code: Option<i64>,
+    /// Delegated Graph permissions the NocoBase email manager needs that the app
+    /// registration lacks (only when Graph could be read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_permissions: Vec<String>,
+    /// Salted SHA-256 fingerprint of tenant, client ID, cloud and secret that were validated;
+    /// tells the operator whether the credentials changed without keeping the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_fingerprint: Option<String>,
+}
+
+/// One Deployment that carries the configuration.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectedTarget {
+    /// Deployment name.
+    pub deployment: String,
+    /// Containers that received the variables.
+    #[serde(default)]
+    pub containers: Vec<String>,
+    /// Fingerprint of the injected configuration (also on the pod template when rollout is
+    /// OnChange).
+    pub fingerprint: String,
+    /// OnChange or Manual.
+    pub rollout: Rollout,
+}

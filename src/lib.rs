@@ -1,0 +1,13 @@
+//! nocobase-mail-operator: checks Microsoft Entra client secrets for the NocoBase email
+//! manager, tracks their expiry, and delivers them to NocoBase.
+//!
+//! Module map (Kubernetes I/O, Microsoft I/O and pure decisions are kept apart):
+//! - [`api`]: the `MicrosoftMailIntegration` custom resource types.
+//! - [`crdgen`]: renders the CRD YAML from those types.
+//! - [`input`]: pure checks of tenant, client ID and secret, before anything is sent.
+//! - [`cli`]: the command line.
+
+pub mod api;
+pub mod cli;
+pub mod crdgen;
+pub mod input;
