@@ -119,9 +119,20 @@ pub fn run(cli: Cli) -> ExitCode {
             print!("{}", crate::crdgen::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Check(_) | Command::Run(_) | Command::Render(_) => {
+        Command::Check(args) => {
+            crate::telemetry::init_cli_logging();
+            runtime().block_on(crate::check::run(args))
+        }
+        Command::Run(_) | Command::Render(_) => {
             eprintln!("this command is not available in this build yet");
             ExitCode::from(64)
         }
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
 }

@@ -5,9 +5,15 @@
 //! - [`api`]: the `MicrosoftMailIntegration` custom resource types.
 //! - [`crdgen`]: renders the CRD YAML from those types.
 //! - [`input`]: pure checks of tenant, client ID and secret, before anything is sent.
+//! - [`microsoft`]: the token request and Graph read, and the pure reading of their answers.
+//! - [`check`]: the `check` command's report.
+//! - [`telemetry`]: logging and metrics.
 //! - [`cli`]: the command line.
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod crdgen;
 pub mod input;
+pub mod microsoft;
+pub mod telemetry;

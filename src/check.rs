@@ -1,0 +1,142 @@
+//! The `check` command: validate credentials from the command line and report.
+
+use std::process::ExitCode;
+
+use secrecy::{ExposeSecret, SecretSlice};
+use serde_json::json;
+
+use crate::cli::{CheckArgs, OutputFormat};
+use crate::input::{RawCredentials, check as check_input};
+use crate::microsoft::{ClientOptions, MicrosoftClient, Outcome, Verdict, reason};
+
+/// Runs `check` and returns its exit status (0 valid, 1 rejected, 2 invalid input,
+/// 3 unavailable).
+pub async fn run(args: CheckArgs) -> ExitCode {
+    let verdict = verdict(&args).await;
+    match args.output {
+        OutputFormat::Json => println!("{}", to_json(&verdict)),
+        OutputFormat::Text => print!("{}", to_text(&verdict)),
+    }
+    ExitCode::from(verdict.outcome.exit_code())
+}
+
+async fn verdict(args: &CheckArgs) -> Verdict {
+    let secret = match read_secret(args) {
+        Ok(s) => s,
+        Err(message) => return invalid("UnreadableSecret", message),
+    };
+    let raw = RawCredentials {
+        tenant_id: &args.tenant_id,
+        client_id: &args.client_id,
+        client_secret: secret.expose_secret(),
+        cloud: args.cloud.into(),
+        authority_host: args.authority_host.as_deref(),
+        graph_host: args.graph_host.as_deref(),
+    };
+    let creds = match check_input(&raw) {
+        Ok(c) => c,
+        Err(p) => return p.into(),
+    };
+    let mut opts = ClientOptions::default();
+    if let Some(path) = &args.ca_bundle {
+        match std::fs::read(path) {
+            Ok(pem) => opts.ca_bundle_pem = Some(pem),
+            Err(e) => {
+                return invalid(
+                    "UnreadableCaBundle",
+                    format!("cannot read the CA bundle {}: {e}", path.display()),
+                );
+            }
+        }
+    }
+    match MicrosoftClient::new(opts) {
+        Ok(client) => client.validate(&creds, !args.no_graph).await,
+        Err(e) => invalid("UnreadableCaBundle", e),
+    }
+}
+
+fn invalid(reason: &'static str, message: String) -> Verdict {
+    Verdict::new(Outcome::InvalidInput, Some(reason), message)
+}
+
+/// The secret's bytes as stored; UTF-8 and whitespace are judged by the input checks.
+fn read_secret(args: &CheckArgs) -> Result<SecretSlice<u8>, String> {
+    let bytes = if let Some(path) = &args.secret_file {
+        std::fs::read(path)
+            .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?
+    } else {
+        let var = args.secret_env.as_deref().unwrap_or_default();
+        std::env::var_os(var)
+            .ok_or_else(|| format!("the environment variable {var} is not set"))?
+            .into_encoded_bytes()
+    };
+    Ok(SecretSlice::from(bytes))
+}
+
+/// The one JSON object `check --output json` prints.
+pub fn to_json(v: &Verdict) -> serde_json::Value {
+    json!({
+        "outcome": v.outcome.as_str(),
+        "reason": v.reason,
+        "aadstsCode": v.aadsts_code,
+        "message": v.message,
+        "hint": v.hint,
+        "expiresAt": v.graph.expiry.expires_at.map(|t| t.to_string()),
+        "expirySource": v.graph.expiry.source,
+        "expiryNote": v.graph.expiry.note,
+        "missingPermissions": v.graph.missing_permissions.clone().unwrap_or_default(),
+        "retryAfterSeconds": v.retry_after.map(|d| d.as_secs()),
+        "notes": v.notes,
+        "traceId": v.trace_id,
+        "correlationId": v.correlation_id,
+    })
+}
+
+/// A short report for a terminal.
+pub fn to_text(v: &Verdict) -> String {
+    let mut out = String::new();
+    let detail = match (v.reason, v.aadsts_code) {
+        (Some(r), Some(c)) => format!(" ({r}, AADSTS{c})"),
+        (Some(r), None) => format!(" ({r})"),
+        _ => String::new(),
+    };
+    out.push_str(&format!(
+        "{}{detail}\n  {}\n",
+        v.outcome.as_str(),
+        v.message
+    ));
+    if let Some(h) = &v.hint {
+        out.push_str(&format!("  next step: {h}\n"));
+    }
+    if v.outcome == Outcome::Valid {
+        match (&v.graph.expiry.expires_at, &v.graph.expiry.note) {
+            (Some(t), _) => {
+                out.push_str(&format!("  secret expires: {t} (from Microsoft Graph)\n"))
+            }
+            (None, Some(n)) => out.push_str(&format!("  secret expiry: {n}\n")),
+            (None, None) => {}
+        }
+        if let Some(missing) = &v.graph.missing_permissions {
+            if missing.is_empty() {
+                out.push_str("  delegated permissions: all that the NocoBase email manager needs are present\n");
+            } else {
+                out.push_str(&format!(
+                    "  warning: the app registration lacks delegated Graph permissions the email manager needs: {} (API permissions > Add a permission > Microsoft Graph > Delegated)\n",
+                    missing.join(", ")
+                ));
+            }
+        }
+    }
+    for n in &v.notes {
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    if v.reason == Some(reason::THROTTLED)
+        && let Some(r) = v.retry_after
+    {
+        out.push_str(&format!("  retry after: {}s\n", r.as_secs()));
+    }
+    if let (Some(t), Some(c)) = (&v.trace_id, &v.correlation_id) {
+        out.push_str(&format!("  Microsoft trace ID {t}, correlation ID {c}\n"));
+    }
+    out
+}

@@ -1,0 +1,260 @@
+//! The `check` command through the binary: exit statuses, the JSON contract, the text
+//! report, and that nothing secret is ever printed (with trace logging on).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use wiremock::ResponseTemplate;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn check(emu: Option<&Emulator>, tenant: &str, secret: &str, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_nocobase-mail-operator"));
+    cmd.args([
+        "check",
+        "--tenant-id",
+        tenant,
+        "--client-id",
+        CLIENT,
+        "--secret-file",
+    ])
+    .arg(&secret_file)
+    .args(extra)
+    // as much logging as there is, so the leak scan sees everything
+    .env("RUST_LOG", "trace")
+    .env_remove("HTTPS_PROXY")
+    .env_remove("HTTP_PROXY");
+    if let Some(emu) = emu {
+        cmd.args(["--authority-host", &emu.uri(), "--graph-host", &emu.uri()]);
+    }
+    let out = cmd.output().await.unwrap();
+    let run = Run {
+        code: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    };
+    assert_no_secret(&run.stdout, &[secret.trim(), SECRET, SECRET_ID]);
+    assert_no_secret(&run.stderr, &[secret.trim(), SECRET, SECRET_ID]);
+    run
+}
+
+fn json(run: &Run) -> Value {
+    let v: Value =
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert!(v.is_object());
+    for key in [
+        "outcome",
+        "reason",
+        "aadstsCode",
+        "message",
+        "hint",
+        "expiresAt",
+        "expirySource",
+        "missingPermissions",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    v
+}
+
+#[tokio::test]
+async fn valid_exits_0_with_expiry_and_missing_permissions() {
+    let emu = Emulator::start().await;
+    emu.token(json_response(200, "token_success.json")).await;
+    emu.graph(json_response(200, "graph_application.json"))
+        .await;
+    let run = check(
+        Some(&emu),
+        TENANT,
+        &format!("{SECRET}\n"),
+        &["--output", "json"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("TRACE"),
+        "trace logging was on, so the leak scan saw the logs"
+    );
+    let v = json(&run);
+    assert_eq!(v["outcome"], "Valid");
+    assert_eq!(v["reason"], Value::Null);
+    assert_eq!(v["aadstsCode"], Value::Null);
+    assert_eq!(v["expiresAt"], "2027-12-26T00:00:00Z");
+    assert_eq!(v["expirySource"], "Graph");
+    assert_eq!(
+        v["missingPermissions"],
+        serde_json::json!(["IMAP.AccessAsUser.All", "SMTP.Send"])
+    );
+    assert!(v["notes"][0].as_str().unwrap().contains("line break"));
+}
+
+#[tokio::test]
+async fn text_report_is_short_and_readable() {
+    let emu = Emulator::start().await;
+    emu.token(json_response(200, "token_success.json")).await;
+    emu.graph(json_response(
+        403,
+        "graph_403_authorization_request_denied.json",
+    ))
+    .await;
+    let run = check(Some(&emu), TENANT, SECRET, &[]).await;
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.starts_with("Valid\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Application.Read.All"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.lines().count() <= 6, "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn rejected_exits_1_with_reason_code_and_next_step() {
+    let emu = Emulator::start().await;
+    emu.token(json_response(401, "aadsts7000215.json")).await;
+    let run = check(Some(&emu), TENANT, SECRET_ID, &["--output", "json"]).await;
+    assert_eq!(run.code, 1);
+    let v = json(&run);
+    assert_eq!(v["outcome"], "Rejected");
+    assert_eq!(v["reason"], "SecretIdInsteadOfValue");
+    assert_eq!(v["aadstsCode"], 7000215);
+    assert!(v["hint"].as_str().unwrap().contains("Value"));
+
+    let emu = Emulator::start().await;
+    emu.token(json_response(401, "aadsts7000222.json")).await;
+    let run = check(Some(&emu), TENANT, SECRET, &[]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .starts_with("Rejected (SecretExpired, AADSTS7000222)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn invalid_input_exits_2_and_sends_nothing() {
+    let emu = Emulator::start().await;
+    emu.token(json_response(200, "token_success.json")).await;
+    for (tenant, secret, want) in [
+        ("common", SECRET, "NotATenant"),
+        ("no tenant", SECRET, "MalformedTenantId"),
+        (TENANT, "\n", "EmptySecret"),
+        (TENANT, "Q~x a b", "MalformedSecret"),
+    ] {
+        let run = check(Some(&emu), tenant, secret, &["--output", "json"]).await;
+        assert_eq!(run.code, 2, "{tenant:?} {secret:?}");
+        assert_eq!(json(&run)["reason"], want);
+    }
+    let run = check(
+        None,
+        TENANT,
+        SECRET,
+        &[
+            "--authority-host",
+            "http://login.example.test",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (run.code, json(&run)["reason"].as_str()),
+        (2, Some("InvalidHostOverride"))
+    );
+    assert!(
+        emu.token_requests().await.is_empty(),
+        "nothing may be sent for invalid input"
+    );
+}
+
+#[tokio::test]
+async fn unavailable_exits_3() {
+    let emu = Emulator::start().await;
+    emu.token(
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "120")
+            .set_body_bytes(fixture("throttled_429.txt")),
+    )
+    .await;
+    let run = check(Some(&emu), TENANT, SECRET, &["--output", "json"]).await;
+    assert_eq!(run.code, 3);
+    let v = json(&run);
+    assert_eq!(
+        (v["outcome"].as_str(), v["reason"].as_str()),
+        (Some("Unavailable"), Some("Throttled"))
+    );
+    assert_eq!(v["retryAfterSeconds"], 120);
+}
+
+#[tokio::test]
+async fn secret_from_environment_variable() {
+    let emu = Emulator::start().await;
+    emu.token(json_response(200, "token_success.json")).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nocobase-mail-operator"))
+        .args([
+            "check",
+            "--tenant-id",
+            TENANT,
+            "--client-id",
+            CLIENT,
+            "--secret-env",
+            "MY_SECRET",
+            "--no-graph",
+        ])
+        .args([
+            "--authority-host",
+            &emu.uri(),
+            "--graph-host",
+            &emu.uri(),
+            "--output",
+            "json",
+        ])
+        .env("MY_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_no_secret(&stdout, &[SECRET]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["outcome"],
+        "Valid"
+    );
+}
+
+#[test]
+fn help_speaks_to_administrators() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nocobase-mail-operator"))
+        .args(["check", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "--tenant-id",
+        "--secret-file",
+        "--secret-env",
+        "--cloud",
+        "AzureUSGovernment",
+        "Exit status",
+    ] {
+        assert!(help.contains(want), "{want} missing from:\n{help}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nocobase-mail-operator"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("nocobase-mail-operator 0.")
+    );
+}
