@@ -16,4 +16,5 @@ pub mod cli;
 pub mod crdgen;
 pub mod input;
 pub mod microsoft;
+pub mod rbac;
 pub mod telemetry;

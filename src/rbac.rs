@@ -1,0 +1,61 @@
+//! The Kubernetes API calls the operator makes, as RBAC rules. The Helm chart's roles are
+//! checked against this list (tests/chart.rs), and the reconciler tests check that every
+//! call the code makes against the fake API server is covered by it, so a rule can be
+//! neither missing nor extra.
+
+/// One RBAC rule and why the operator needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub api_group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    pub why: &'static str,
+}
+
+/// Rules in every watched namespace (a ClusterRole, or a Role per namespace).
+pub const WATCHED_NAMESPACE_RULES: &[Rule] = &[
+    Rule {
+        api_group: "nocobase-mail-operator.dev",
+        resource: "microsoftmailintegrations",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "watch integrations; add and remove the cleanup finalizer",
+    },
+    Rule {
+        api_group: "nocobase-mail-operator.dev",
+        resource: "microsoftmailintegrations/status",
+        verbs: &["patch"],
+        why: "report conditions, expiry and injection in status",
+    },
+    Rule {
+        api_group: "nocobase-mail-operator.dev",
+        resource: "microsoftmailintegrations/finalizers",
+        verbs: &["update"],
+        why: "own the managed Secret with blockOwnerDeletion (OwnerReferencesPermissionEnforcement)",
+    },
+    Rule {
+        api_group: "",
+        resource: "secrets",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "watch referenced Secrets (metadata only), read one when reconciling, server-side apply the managed Secret",
+    },
+    Rule {
+        api_group: "apps",
+        resource: "deployments",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "find target Deployments and server-side apply the operator's env entries and annotation",
+    },
+    Rule {
+        api_group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        why: "record Events on transitions",
+    },
+];
+
+/// Rules in the operator's own namespace, for leader election.
+pub const LEADER_ELECTION_RULES: &[Rule] = &[Rule {
+    api_group: "coordination.k8s.io",
+    resource: "leases",
+    verbs: &["get", "create", "patch"],
+    why: "leader election: one active replica at a time",
+}];
