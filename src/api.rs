@@ -366,9 +366,14 @@ pub struct MicrosoftMailIntegrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_expiry: Option<SecretExpiryStatus>,
 
-    /// The last answer from Microsoft.
+    /// The last verdict from Microsoft (Valid or Rejected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_validation: Option<LastValidation>,
+
+    /// The last attempt that reached no verdict (Microsoft throttled, down or unreachable),
+    /// while it is the latest news; cleared by the next verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_unavailable: Option<LastUnavailable>,
 
     /// Where the validated configuration was injected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -414,12 +419,41 @@ pub struct LastValidation {
     /// The AADSTS error code Microsoft returned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aadsts_code: Option<i64>,
+    /// What the answer means and the next step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Delegated Graph permissions the NocoBase email manager needs that the app
     /// registration lacks (only when Graph could be read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_permissions: Vec<String>,
-    /// Salted SHA-256 fingerprint of tenant, client ID, cloud and secret that were validated;
-    /// tells the operator whether the credentials changed without keeping the secret.
+    /// When the secret expires according to Microsoft Graph, if it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_expires_at: Option<String>,
+    /// Why Graph gave no expiry, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_note: Option<String>,
+    /// Keyed SHA-256 fingerprint (HMAC keyed by this resource's UID) of tenant, client ID,
+    /// hosts and secret that were validated; tells the operator whether the credentials
+    /// changed without keeping the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_fingerprint: Option<String>,
+}
+
+/// An attempt that could not reach a verdict.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastUnavailable {
+    /// When it was tried (RFC 3339).
+    pub time: String,
+    /// Throttled, ServiceUnavailable, Timeout, NetworkError, TlsError or UnexpectedResponse.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+    /// Consecutive attempts without a verdict.
+    pub failures: i32,
+    /// When the next attempt is due (RFC 3339).
+    pub retry_at: String,
+    /// Fingerprint of the credentials tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_fingerprint: Option<String>,
 }

@@ -4,6 +4,9 @@
 //! Module map (Kubernetes I/O, Microsoft I/O and pure decisions are kept apart):
 //! - [`api`]: the `MicrosoftMailIntegration` custom resource types.
 //! - [`crdgen`]: renders the CRD YAML from those types.
+//! - [`decide`]: the pure decision core (status, Events, next reconcile).
+//! - [`expiry`]: the pure expiry policy.
+//! - [`fingerprint`]: keyed fingerprints of credentials.
 //! - [`input`]: pure checks of tenant, client ID and secret, before anything is sent.
 //! - [`microsoft`]: the token request and Graph read, and the pure reading of their answers.
 //! - [`check`]: the `check` command's report.
@@ -14,6 +17,9 @@ pub mod api;
 pub mod check;
 pub mod cli;
 pub mod crdgen;
+pub mod decide;
+pub mod expiry;
+pub mod fingerprint;
 pub mod input;
 pub mod microsoft;
 pub mod rbac;
