@@ -139,6 +139,12 @@ pub struct MicrosoftMailIntegrationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub targets: Vec<Target>,
+
+    /// Inject credentials Microsoft has not yet confirmed when it cannot be reached before
+    /// the first validation (off by default: nothing unverified reaches NocoBase). Credentials
+    /// Microsoft rejected are never injected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inject_unverified: bool,
 }
 
 /// A key of a Secret in the integration's own namespace.

@@ -26,7 +26,9 @@ pub enum Command {
     /// Exit status: 0 valid, 1 rejected by Microsoft, 2 invalid input (nothing was sent),
     /// 3 Microsoft unavailable (could not decide).
     Check(CheckArgs),
-    /// Show, offline, what the operator would write into the targeted Deployments.
+    /// Show, offline, what the operator would write into the targeted Deployments and the
+    /// managed Secret (values redacted), from YAML files. Exit 1 when a target or
+    /// container is missing or in conflict.
     Render(RenderArgs),
     /// Print the CustomResourceDefinition YAML (what `kubectl apply -f crds/` installs).
     Crd,
@@ -40,6 +42,27 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
     pub listen: String,
+    /// Run without leader election (local runs, a single replica).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
+    pub leader_election_namespace: Option<String>,
+    /// Identity in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub identity: Option<String>,
+    /// Extra PEM CA bundle trusted for Microsoft's endpoints, besides the system roots.
+    #[arg(long, value_name = "FILE", env = "NOCOBASE_MAIL_OPERATOR_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -86,6 +109,9 @@ pub struct RenderArgs {
     /// YAML files holding MicrosoftMailIntegrations, Secrets and Deployments (repeatable).
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
+    /// Ask Microsoft first and render only credentials it accepts.
+    #[arg(long)]
+    pub validate: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,9 +149,34 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::telemetry::init_cli_logging();
             runtime().block_on(crate::check::run(args))
         }
-        Command::Run(_) | Command::Render(_) => {
-            eprintln!("this command is not available in this build yet");
-            ExitCode::from(64)
+        Command::Run(args) => {
+            crate::telemetry::init_controller_logging(args.log_format == LogFormat::Json);
+            let ca = match args.ca_bundle.as_ref().map(std::fs::read).transpose() {
+                Ok(ca) => ca,
+                Err(e) => {
+                    eprintln!("cannot read the CA bundle: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let settings = crate::controller::Settings {
+                namespaces: args.namespaces,
+                listen: args.listen,
+                leader_election: !args.no_leader_election,
+                lease_namespace: args.leader_election_namespace,
+                identity: args.identity.unwrap_or_else(host_name),
+                ca_bundle_pem: ca,
+            };
+            match runtime().block_on(crate::controller::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Render(args) => {
+            crate::telemetry::init_cli_logging();
+            runtime().block_on(crate::render::run(&args.files, args.validate))
         }
     }
 }
@@ -135,4 +186,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("the tokio runtime starts")
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "nocobase-mail-operator".into())
 }

@@ -7,20 +7,26 @@
 //! - [`decide`]: the pure decision core (status, Events, next reconcile).
 //! - [`expiry`]: the pure expiry policy.
 //! - [`fingerprint`]: keyed fingerprints of credentials.
+//! - [`inject`]: the pure injection plan (Deployment + configuration -> apply patch).
+//! - [`controller`]: Kubernetes I/O: the reconciler, watches, leader election, /metrics.
 //! - [`input`]: pure checks of tenant, client ID and secret, before anything is sent.
 //! - [`microsoft`]: the token request and Graph read, and the pure reading of their answers.
 //! - [`check`]: the `check` command's report.
 //! - [`telemetry`]: logging and metrics.
+//! - [`render`]: the `render` command.
 //! - [`cli`]: the command line.
 
 pub mod api;
 pub mod check;
 pub mod cli;
+pub mod controller;
 pub mod crdgen;
 pub mod decide;
 pub mod expiry;
 pub mod fingerprint;
+pub mod inject;
 pub mod input;
 pub mod microsoft;
 pub mod rbac;
+pub mod render;
 pub mod telemetry;

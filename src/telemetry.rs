@@ -1,6 +1,18 @@
-//! Logging through `tracing`.
+//! Logging (tracing, text or JSON) and Prometheus metrics.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
+
+use crate::api::MicrosoftMailIntegrationStatus;
 
 /// Logs for one-shot commands: warnings and errors on stderr, `RUST_LOG` overrides.
 pub fn init_cli_logging() {
@@ -9,4 +21,213 @@ pub fn init_cli_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Logs for the controller: `info` by default, `RUST_LOG` overrides; text or JSON lines.
+pub fn init_controller_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        b.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntegrationLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValidationLabels {
+    pub outcome: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: String,
+    pub status: String,
+}
+
+/// The operator's metrics. Names follow Prometheus conventions (base units, `_total` for
+/// counters, `_timestamp_seconds` for instants).
+pub struct Metrics {
+    pub registry: Registry,
+    pub secret_expiry: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    pub credentials_valid: Family<IntegrationLabels, Gauge>,
+    pub ready: Family<IntegrationLabels, Gauge>,
+    pub last_decisive: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    pub validations: Family<ValidationLabels, Counter>,
+    pub microsoft_requests: Family<RequestLabels, Histogram>,
+    pub reconciles: Counter,
+    pub reconcile_errors: Counter,
+    pub reconcile_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("nocobase_mail");
+        let secret_expiry = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "secret_expiry_timestamp_seconds",
+            "When the client secret expires (Unix time); absent while unknown",
+            secret_expiry.clone(),
+        );
+        let credentials_valid = Family::<IntegrationLabels, Gauge>::default();
+        registry.register(
+            "credentials_valid",
+            "1 when Microsoft accepted the current credentials, else 0",
+            credentials_valid.clone(),
+        );
+        let ready = Family::<IntegrationLabels, Gauge>::default();
+        registry.register(
+            "ready",
+            "1 when the integration is Ready, else 0",
+            ready.clone(),
+        );
+        let last_decisive = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "last_decisive_validation_timestamp_seconds",
+            "When Microsoft last gave a verdict (Valid or Rejected) on the credentials (Unix time)",
+            last_decisive.clone(),
+        );
+        let validations = Family::<ValidationLabels, Counter>::default();
+        registry.register(
+            "validations",
+            "Validations sent to Microsoft, by outcome and reason",
+            validations.clone(),
+        );
+        let microsoft_requests = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.025, 2.0, 10))
+        });
+        registry.register(
+            "microsoft_request_duration_seconds",
+            "Latency of requests to Microsoft (token endpoint and Graph)",
+            microsoft_requests.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        let reconcile_errors = Counter::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed on a Kubernetes API error",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        Self {
+            registry,
+            secret_expiry,
+            credentials_valid,
+            ready,
+            last_decisive,
+            validations,
+            microsoft_requests,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+        }
+    }
+}
+
+impl Metrics {
+    /// An observer for [`crate::microsoft::ClientOptions::observer`].
+    pub fn request_observer(self: &Arc<Self>) -> crate::microsoft::RequestObserver {
+        let m = Arc::clone(self);
+        Arc::new(move |endpoint: &'static str, status: u16, took: Duration| {
+            let status = if status == 0 {
+                "error".to_owned()
+            } else {
+                status.to_string()
+            };
+            m.microsoft_requests
+                .get_or_create(&RequestLabels {
+                    endpoint: endpoint.into(),
+                    status,
+                })
+                .observe(took.as_secs_f64());
+        })
+    }
+
+    /// Publishes one integration's state.
+    pub fn set_integration(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &MicrosoftMailIntegrationStatus,
+    ) {
+        let l = IntegrationLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let cond = |t: &str| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .is_some_and(|c| c.status == "True")
+        };
+        self.credentials_valid
+            .get_or_create(&l)
+            .set(cond(crate::api::condition::CREDENTIALS_VALID) as i64);
+        self.ready
+            .get_or_create(&l)
+            .set(cond(crate::api::condition::READY) as i64);
+        match status
+            .secret_expiry
+            .as_ref()
+            .and_then(|e| e.expires_at.as_deref())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        {
+            Some(t) => {
+                self.secret_expiry
+                    .get_or_create(&l)
+                    .set(t.as_second() as f64);
+            }
+            None => {
+                self.secret_expiry.remove(&l);
+            }
+        }
+        if let Some(t) = status
+            .last_validation
+            .as_ref()
+            .and_then(|v| v.time.parse::<jiff::Timestamp>().ok())
+        {
+            self.last_decisive
+                .get_or_create(&l)
+                .set(t.as_second() as f64);
+        }
+    }
+
+    /// Forgets a deleted integration.
+    pub fn remove_integration(&self, namespace: &str, name: &str) {
+        let l = IntegrationLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.secret_expiry.remove(&l);
+        self.credentials_valid.remove(&l);
+        self.ready.remove(&l);
+        self.last_decisive.remove(&l);
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String never fails");
+        out
+    }
 }

@@ -1,0 +1,463 @@
+//! The reconciler: Kubernetes I/O around the pure decision core and injection plan.
+//!
+//! One reconcile reads the integration's Secret, asks Microsoft only when a validation is
+//! due, keeps the managed Secret and the target Deployments in line with the last
+//! configuration Microsoft accepted, and writes status and Events only when they change.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::validations::ValidationCache;
+use crate::api::{
+    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, Rollout,
+};
+use crate::decide::{CredentialCheck, InjectionReport, Inputs, decide, validation_due};
+use crate::fingerprint::fingerprint;
+use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
+use crate::input::{self, Credentials, RawCredentials};
+use crate::microsoft::{Outcome, Verdict};
+use crate::telemetry::Metrics;
+
+/// Removes the operator's env entries and annotation from Deployments before the
+/// integration goes away.
+pub const FINALIZER: &str = "nocobase-mail-operator.dev/cleanup";
+
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Everything a reconcile needs; shared by all reconciles.
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub validations: ValidationCache,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// Entry point for the controller runtime.
+pub async fn reconcile(
+    mmi: Arc<MicrosoftMailIntegration>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let ns = mmi.namespace().unwrap_or_default();
+    let name = mmi.name_any();
+    let span = info_span!("reconcile", namespace = %ns, name = %name);
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let api: Api<MicrosoftMailIntegration> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, mmi, |event| async {
+        match event {
+            Finalizer::Apply(m) => apply(&m, &ctx).await,
+            Finalizer::Cleanup(m) => cleanup(&m, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Kubernetes API errors are retried after a pause; never a hot loop, never a crash.
+pub fn error_policy(mmi: Arc<MicrosoftMailIntegration>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.inc();
+    warn!(namespace = mmi.namespace().unwrap_or_default(), name = mmi.name_any(), error = %err, "reconcile failed; retrying in 30s");
+    Action::requeue(Duration::from_secs(30))
+}
+
+/// Reads the referenced Secret: a usable credential set with its fingerprint, or a precise
+/// problem. The secret's value lives only in the returned [`Credentials`].
+async fn read_credentials(
+    ctx: &Context,
+    mmi: &MicrosoftMailIntegration,
+) -> Result<(CredentialCheck, Option<Credentials>), Error> {
+    let ns = mmi.namespace().unwrap_or_default();
+    let r = &mmi.spec.client_secret_ref;
+    let problem = |reason: &str, message: String| {
+        Ok((
+            CredentialCheck::Problem {
+                reason: reason.into(),
+                message,
+            },
+            None,
+        ))
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(secret) = secrets.get_opt(&r.name).await? else {
+        return problem(
+            "SecretNotFound",
+            format!(
+                "Secret {ns}/{} does not exist: create it with the client secret Value under key {}.",
+                r.name, r.key
+            ),
+        );
+    };
+    let data = secret.data.unwrap_or_default();
+    let Some(value) = data.get(&r.key) else {
+        let keys: Vec<&String> = data.keys().collect();
+        return problem(
+            "SecretKeyNotFound",
+            format!(
+                "Secret {ns}/{} has no key {} (it has: {}).",
+                r.name,
+                r.key,
+                keys.iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    };
+    let checked = input::check(&RawCredentials {
+        tenant_id: &mmi.spec.tenant_id,
+        client_id: &mmi.spec.client_id,
+        client_secret: &value.0,
+        cloud: mmi.spec.cloud,
+        authority_host: mmi.spec.authority_host.as_deref(),
+        graph_host: mmi.spec.graph_host.as_deref(),
+    });
+    match checked {
+        Err(p) => problem(p.reason, p.message),
+        Ok(creds) => {
+            let uid = mmi.uid().unwrap_or_default();
+            let fp = fingerprint(
+                uid.as_bytes(),
+                &creds,
+                mmi.spec.secret_expiry.discover_from_graph,
+            );
+            Ok((CredentialCheck::Ready { fingerprint: fp }, Some(creds)))
+        }
+    }
+}
+
+fn now(ctx: &Context) -> Timestamp {
+    // whole seconds: status strings stay stable and short
+    Timestamp::from_second((ctx.clock)().as_second()).expect("the clock is in range")
+}
+
+async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
+    let ns = mmi.namespace().unwrap_or_default();
+    let name = mmi.name_any();
+    let now = now(ctx);
+    let previous = mmi.status.clone().unwrap_or_default();
+    let (check, creds) = read_credentials(ctx, mmi).await?;
+
+    // Ask Microsoft only when due.
+    let attempt: Option<Verdict> = match (&check, &creds) {
+        (CredentialCheck::Ready { fingerprint }, Some(c))
+            if validation_due(&mmi.spec, &previous, fingerprint, now).is_none() =>
+        {
+            let v = ctx
+                .validations
+                .validate(c, mmi.spec.secret_expiry.discover_from_graph)
+                .await;
+            info!(
+                outcome = v.outcome.as_str(),
+                reason = v.reason,
+                aadsts = v.aadsts_code,
+                "validated with Microsoft"
+            );
+            Some(v)
+        }
+        _ => None,
+    };
+
+    let injection = inject_targets(
+        mmi,
+        ctx,
+        &previous,
+        &check,
+        creds.as_ref(),
+        attempt.as_ref(),
+    )
+    .await?;
+    let d = decide(&Inputs {
+        spec: &mmi.spec,
+        generation: mmi.metadata.generation,
+        previous: &previous,
+        now,
+        credentials: &check,
+        attempt: attempt.as_ref(),
+        injection: &injection,
+    });
+
+    if mmi.status.as_ref() != Some(&d.status) {
+        let api: Api<MicrosoftMailIntegration> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({
+            "apiVersion": MicrosoftMailIntegration::api_version(&()),
+            "kind": MicrosoftMailIntegration::kind(&()),
+            "status": d.status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    let reference = mmi.object_ref(&());
+    for e in &d.events {
+        let ev = Event {
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.clone(),
+            note: Some(e.note.chars().take(1000).collect()),
+            action: e.action.into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&ev, &reference).await {
+            // an Event lost is not worth failing the reconcile over
+            warn!(error = %err, reason = e.reason, "could not record Event");
+        }
+    }
+    ctx.metrics.set_integration(&ns, &name, &d.status);
+    Ok(Action::requeue(d.requeue_after))
+}
+
+/// Whether Microsoft accepted the credentials now in the Secret, folding a fresh attempt
+/// over what status remembers (an Unavailable attempt changes nothing).
+fn current_outcome(
+    previous: &MicrosoftMailIntegrationStatus,
+    fp: &str,
+    attempt: Option<&Verdict>,
+) -> Option<Outcome> {
+    match attempt.map(|v| v.outcome) {
+        Some(o @ (Outcome::Valid | Outcome::Rejected)) => Some(o),
+        _ => previous
+            .last_validation
+            .as_ref()
+            .filter(|l| l.credentials_fingerprint.as_deref() == Some(fp))
+            .map(|l| {
+                if l.outcome == "Valid" {
+                    Outcome::Valid
+                } else {
+                    Outcome::Rejected
+                }
+            }),
+    }
+}
+
+/// Keeps the managed Secret and the target Deployments in line; reports what happened.
+async fn inject_targets(
+    mmi: &MicrosoftMailIntegration,
+    ctx: &Context,
+    previous: &MicrosoftMailIntegrationStatus,
+    check: &CredentialCheck,
+    creds: Option<&Credentials>,
+    attempt: Option<&Verdict>,
+) -> Result<InjectionReport, Error> {
+    let ns = mmi.namespace().unwrap_or_default();
+    let secret_name = inject::managed_secret_name(&mmi.name_any());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // 1. The managed Secret: written only with credentials Microsoft accepted (or, opted
+    //    in, not yet judged because Microsoft was unreachable); never with rejected ones.
+    let existing = secrets.get_opt(&secret_name).await?;
+    let mut config_fp = existing
+        .as_ref()
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(FINGERPRINT_ANNOTATION))
+        .cloned();
+    let mut note = String::new();
+    if let (CredentialCheck::Ready { fingerprint }, Some(c)) = (check, creds) {
+        let outcome = current_outcome(previous, fingerprint, attempt);
+        let unverified_ok = mmi.spec.inject_unverified && outcome.is_none() && existing.is_none();
+        if outcome == Some(Outcome::Valid) || unverified_ok {
+            if config_fp.as_deref() != Some(fingerprint.as_str()) {
+                let body = inject::managed_secret(
+                    mmi,
+                    &c.client_id,
+                    &c.tenant_id,
+                    c.client_secret.expose_secret(),
+                    fingerprint,
+                );
+                secrets
+                    .patch(
+                        &secret_name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&body),
+                    )
+                    .await?;
+                info!(secret = %secret_name, "managed Secret updated with the validated configuration");
+                config_fp = Some(fingerprint.clone());
+            }
+            if unverified_ok {
+                note = " Microsoft could not confirm these credentials yet; they were injected because injectUnverified is set.".into();
+            }
+        } else if config_fp.is_some() {
+            note = " The credentials now in the Secret are not confirmed by Microsoft, so the previously validated configuration stays in place.".into();
+        }
+    }
+
+    // 2. Deployments no longer targeted give back what the operator owns.
+    let all = deployments.list(&ListParams::default()).await?.items;
+    let targeted = |d: &Deployment| mmi.spec.targets.iter().any(|t| inject::selects(t, d));
+    for gone in previous.injected.iter().filter(|i| {
+        !all.iter()
+            .any(|d| d.name_any() == i.deployment && targeted(d))
+    }) {
+        release(&deployments, &ns, &gone.deployment).await?;
+    }
+    if mmi.spec.targets.is_empty() {
+        return Ok(InjectionReport::no_targets());
+    }
+    let Some(config_fp) = config_fp else {
+        return Ok(InjectionReport {
+            status: "False",
+            reason: "AwaitingValidCredentials".into(),
+            message: "Nothing is injected until Microsoft accepts the credentials.".into(),
+            injected: vec![],
+        });
+    };
+
+    // 3. Each target: plan, and apply only what differs.
+    let mut problems: Vec<(&'static str, String)> = vec![];
+    let mut injected: Vec<InjectedTarget> = vec![];
+    for (idx, t) in mmi.spec.targets.iter().enumerate() {
+        let matched: Vec<&Deployment> = all.iter().filter(|d| inject::selects(t, d)).collect();
+        if matched.is_empty() {
+            let what = t.deployment_name.as_deref().map_or_else(
+                || "no Deployment matches the selector".to_owned(),
+                |n| format!("Deployment {n} does not exist"),
+            );
+            problems.push((
+                "TargetNotFound",
+                format!("targets[{idx}]: {what} in namespace {ns}."),
+            ));
+            continue;
+        }
+        for dep in matched {
+            match inject::plan(dep, t, &secret_name, &config_fp) {
+                Err(p) => problems.push((p.reason, p.message)),
+                Ok(plan) => {
+                    if !plan.up_to_date {
+                        let pp = PatchParams::apply(FIELD_MANAGER);
+                        match deployments
+                            .patch(&plan.deployment, &pp, &Patch::Apply(&plan.patch))
+                            .await
+                        {
+                            Ok(_) => info!(deployment = %plan.deployment, "configuration injected"),
+                            Err(kube::Error::Api(s)) if s.code == 409 => {
+                                problems.push((
+                                    "EnvConflict",
+                                    format!("Deployment {}: another field manager owns the same fields: {}", plan.deployment, s.message),
+                                ));
+                                continue;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    injected.push(InjectedTarget {
+                        deployment: plan.deployment,
+                        containers: plan.containers,
+                        fingerprint: config_fp.clone(),
+                        rollout: t.rollout,
+                    });
+                }
+            }
+        }
+    }
+    injected.sort_by(|a, b| a.deployment.cmp(&b.deployment));
+    injected.dedup_by(|a, b| a.deployment == b.deployment);
+    if let Some((reason, _)) = problems.first() {
+        let message = problems
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Ok(InjectionReport {
+            status: "False",
+            reason: (*reason).into(),
+            message,
+            injected,
+        });
+    }
+    let names: Vec<&str> = injected.iter().map(|i| i.deployment.as_str()).collect();
+    let manual = injected.iter().any(|i| i.rollout == Rollout::Manual);
+    Ok(InjectionReport {
+        status: "True",
+        reason: "Injected".into(),
+        message: format!(
+            "The validated configuration is in Deployment(s) {} through Secret {secret_name}.{}{note}",
+            names.join(", "),
+            if manual {
+                " Rollout is Manual for some targets: restart their pods yourself to pick up a change."
+            } else {
+                ""
+            }
+        ),
+        injected,
+    })
+}
+
+async fn release(deployments: &Api<Deployment>, ns: &str, name: &str) -> Result<(), Error> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    match deployments
+        .patch(name, &pp, &Patch::Apply(&inject::release_patch(ns, name)))
+        .await
+    {
+        Ok(_) => {
+            info!(
+                deployment = name,
+                "removed the operator's env entries and annotation"
+            );
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// On deletion: give back every Deployment field the operator owns. The managed Secret is
+/// garbage-collected with its owner; the user's Secret is never touched.
+async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
+    let ns = mmi.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut names: Vec<String> = mmi
+        .status
+        .iter()
+        .flat_map(|s| s.injected.iter().map(|i| i.deployment.clone()))
+        .collect();
+    for d in deployments.list(&ListParams::default()).await?.items {
+        if mmi.spec.targets.iter().any(|t| inject::selects(t, &d)) {
+            names.push(d.name_any());
+        }
+    }
+    names.sort();
+    names.dedup();
+    for n in &names {
+        release(&deployments, &ns, n).await?;
+    }
+    ctx.metrics.remove_integration(&ns, &mmi.name_any());
+    info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");
+    Ok(Action::await_change())
+}

@@ -1,0 +1,60 @@
+//! /metrics (Prometheus text), /healthz (the process answers) and /readyz (caches synced).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::task::JoinHandle;
+
+use crate::telemetry::Metrics;
+
+/// Binds `listen` and serves in the background.
+pub async fn serve(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let app = router(metrics, ready);
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
+}
+
+pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = Arc::clone(&metrics);
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let r = ready.load(Ordering::SeqCst);
+                async move {
+                    if r {
+                        (StatusCode::OK, "ready").into_response()
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced").into_response()
+                    }
+                }
+            }),
+        )
+}

@@ -1,0 +1,240 @@
+//! `render`: shows offline what the controller would write, with the controller's own
+//! planning code ([`crate::inject`]). Secret values are redacted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use crate::api::MicrosoftMailIntegration;
+use crate::fingerprint::fingerprint;
+use crate::inject;
+use crate::input::{self, RawCredentials};
+
+/// Objects read from the files.
+#[derive(Default)]
+pub struct Inputs {
+    pub integrations: Vec<MicrosoftMailIntegration>,
+    pub secrets: Vec<Secret>,
+    pub deployments: Vec<Deployment>,
+}
+
+fn ns_of(meta_ns: Option<&String>) -> String {
+    meta_ns.cloned().unwrap_or_else(|| "default".into())
+}
+
+/// Reads multi-document YAML files; other kinds are ignored.
+pub fn read(files: &[PathBuf]) -> Result<Inputs, String> {
+    let mut out = Inputs::default();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .map_err(|e| format!("{}: not YAML: {e}", f.display()))?;
+        for d in docs.into_iter().filter(|d| !d.is_null()) {
+            let kind = d["kind"].as_str().unwrap_or_default().to_owned();
+            let bad = |e: serde_json::Error| format!("{}: invalid {kind}: {e}", f.display());
+            match kind.as_str() {
+                "MicrosoftMailIntegration" => out
+                    .integrations
+                    .push(serde_json::from_value(d).map_err(bad)?),
+                "Secret" => out.secrets.push(serde_json::from_value(d).map_err(bad)?),
+                "Deployment" => out
+                    .deployments
+                    .push(serde_json::from_value(d).map_err(bad)?),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The result of rendering: YAML documents and problems found.
+pub struct Rendered {
+    pub documents: Vec<Value>,
+    pub problems: Vec<String>,
+}
+
+/// The secret's bytes from a Secret as written in a file (`stringData` or `data`).
+fn secret_value(s: &Secret, key: &str) -> Option<Vec<u8>> {
+    s.string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.clone().into_bytes())
+        .or_else(|| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| b.0.clone())
+        })
+}
+
+pub fn render(inputs: &Inputs) -> Rendered {
+    let mut documents = vec![];
+    let mut problems = vec![];
+    for mmi in &inputs.integrations {
+        let ns = ns_of(mmi.metadata.namespace.as_ref());
+        let name = mmi.name_any();
+        let who = format!("MicrosoftMailIntegration {ns}/{name}");
+        let r = &mmi.spec.client_secret_ref;
+        let Some(secret) = inputs
+            .secrets
+            .iter()
+            .find(|s| ns_of(s.metadata.namespace.as_ref()) == ns && s.name_any() == r.name)
+        else {
+            problems.push(format!("{who}: Secret {ns}/{} is not in the files", r.name));
+            continue;
+        };
+        let Some(value) = secret_value(secret, &r.key) else {
+            problems.push(format!(
+                "{who}: Secret {ns}/{} has no key {}",
+                r.name, r.key
+            ));
+            continue;
+        };
+        let creds = match input::check(&RawCredentials {
+            tenant_id: &mmi.spec.tenant_id,
+            client_id: &mmi.spec.client_id,
+            client_secret: &value,
+            cloud: mmi.spec.cloud,
+            authority_host: mmi.spec.authority_host.as_deref(),
+            graph_host: mmi.spec.graph_host.as_deref(),
+        }) {
+            Ok(c) => c,
+            Err(p) => {
+                problems.push(format!("{who}: {} ({})", p.message, p.reason));
+                continue;
+            }
+        };
+        // Keyed as the controller keys it: by the resource's UID when the file has one.
+        let key = mmi
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("{ns}/{name}"));
+        let fp = fingerprint(
+            key.as_bytes(),
+            &creds,
+            mmi.spec.secret_expiry.discover_from_graph,
+        );
+        let secret_name = inject::managed_secret_name(&name);
+        let mut managed = inject::managed_secret(mmi, &creds.client_id, &creds.tenant_id, "", &fp);
+        managed["data"] = Value::Null;
+        managed["stringData"] = json!({
+            inject::KEY_CLIENT_ID: creds.client_id,
+            inject::KEY_TENANT_ID: creds.tenant_id,
+            inject::KEY_CLIENT_SECRET: format!("<redacted; starts with {}>", input::secret_hint(&creds.client_secret)),
+        });
+        if let Some(m) = managed["metadata"].as_object_mut() {
+            m.retain(|k, v| k != "ownerReferences" || v.as_array().is_some_and(|a| !a.is_empty()));
+        }
+        if let Some(m) = managed.as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        documents.push(managed);
+        for (idx, t) in mmi.spec.targets.iter().enumerate() {
+            let matched: Vec<&Deployment> = inputs
+                .deployments
+                .iter()
+                .filter(|d| ns_of(d.metadata.namespace.as_ref()) == ns && inject::selects(t, d))
+                .collect();
+            if matched.is_empty() {
+                problems.push(format!(
+                    "{who}: targets[{idx}]: no such Deployment in the files (TargetNotFound)"
+                ));
+            }
+            for d in matched {
+                match inject::plan(d, t, &secret_name, &fp) {
+                    Ok(plan) => documents.push(
+                        serde_json::to_value(inject::apply_locally(d, &plan, t, &secret_name, &fp))
+                            .expect("a Deployment serializes"),
+                    ),
+                    Err(p) => problems.push(format!("{who}: {} ({})", p.message, p.reason)),
+                }
+            }
+        }
+    }
+    Rendered {
+        documents,
+        problems,
+    }
+}
+
+/// Runs `render`: YAML on stdout, problems on stderr; exit 1 when a target or container is
+/// missing or in conflict, 2 when the files cannot be read.
+pub async fn run(files: &[PathBuf], validate: bool) -> ExitCode {
+    let inputs = match read(files) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if inputs.integrations.is_empty() {
+        eprintln!("error: no MicrosoftMailIntegration in the files");
+        return ExitCode::from(2);
+    }
+    if validate && let Some(code) = validate_first(&inputs).await {
+        return code;
+    }
+    let r = render(&inputs);
+    for d in &r.documents {
+        print!(
+            "---\n{}",
+            serde_saphyr::to_string(d).expect("YAML serializes")
+        );
+    }
+    for p in &r.problems {
+        eprintln!("problem: {p}");
+    }
+    if r.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// With `--validate`: ask Microsoft about each integration first; stop at the first that is
+/// not Valid (nothing would be injected for it).
+async fn validate_first(inputs: &Inputs) -> Option<ExitCode> {
+    let client = match crate::microsoft::MicrosoftClient::new(Default::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Some(ExitCode::from(2));
+        }
+    };
+    for mmi in &inputs.integrations {
+        let ns = ns_of(mmi.metadata.namespace.as_ref());
+        let r = &mmi.spec.client_secret_ref;
+        let value = inputs
+            .secrets
+            .iter()
+            .find(|s| ns_of(s.metadata.namespace.as_ref()) == ns && s.name_any() == r.name)
+            .and_then(|s| secret_value(s, &r.key))
+            .unwrap_or_default();
+        let verdict = match input::check(&RawCredentials {
+            tenant_id: &mmi.spec.tenant_id,
+            client_id: &mmi.spec.client_id,
+            client_secret: &value,
+            cloud: mmi.spec.cloud,
+            authority_host: mmi.spec.authority_host.as_deref(),
+            graph_host: mmi.spec.graph_host.as_deref(),
+        }) {
+            Ok(c) => client.validate(&c, false).await,
+            Err(p) => p.into(),
+        };
+        if verdict.outcome != crate::microsoft::Outcome::Valid {
+            eprint!(
+                "{}/{}: {}",
+                ns,
+                mmi.name_any(),
+                crate::check::to_text(&verdict)
+            );
+            return Some(ExitCode::from(verdict.outcome.exit_code()));
+        }
+    }
+    None
+}
