@@ -56,6 +56,7 @@ pub fn context(
         ..Default::default()
     };
     let microsoft = MicrosoftClient::new(opts)?;
+    let clock: reconcile::Clock = Arc::new(jiff::Timestamp::now);
     Ok(Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -65,9 +66,14 @@ pub fn context(
             },
         ),
         client,
-        validations: ValidationCache::new(microsoft, VALIDATION_CACHE_TTL, Arc::clone(&metrics)),
+        validations: ValidationCache::new(
+            microsoft,
+            VALIDATION_CACHE_TTL,
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+        ),
         metrics,
-        clock: Arc::new(jiff::Timestamp::now),
+        clock,
     }))
 }
 
@@ -160,10 +166,20 @@ pub async fn run_controller(
     let readiness = {
         let store = store.clone();
         async move {
-            if store.wait_until_ready().await.is_ok() {
-                ready.store(true, Ordering::SeqCst);
-                info!("caches synced; ready");
+            // A waiter registered before the initial list completes is not woken in
+            // kube-runtime 5.0 (tests/zz_kube_runtime_ready.rs shows it), so ask again
+            // every 100 ms: each new call sees a completed initial list at once.
+            loop {
+                let attempt =
+                    tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
+                match attempt.await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
             }
+            ready.store(true, Ordering::SeqCst);
+            info!("caches synced; ready");
         }
     };
     tokio::spawn(readiness);

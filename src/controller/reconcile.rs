@@ -290,7 +290,8 @@ async fn inject_targets(
     let mut note = String::new();
     if let (CredentialCheck::Ready { fingerprint }, Some(c)) = (check, creds) {
         let outcome = current_outcome(previous, fingerprint, attempt);
-        let unverified_ok = mmi.spec.inject_unverified && outcome.is_none() && existing.is_none();
+        // opted in: credentials Microsoft has not judged yet (never rejected ones)
+        let unverified_ok = mmi.spec.inject_unverified && outcome.is_none();
         if outcome == Some(Outcome::Valid) || unverified_ok {
             if config_fp.as_deref() != Some(fingerprint.as_str()) {
                 let body = inject::managed_secret(

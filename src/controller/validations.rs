@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use jiff::Timestamp;
 
 use tokio::sync::OnceCell;
 
@@ -12,7 +14,7 @@ use crate::input::Credentials;
 use crate::microsoft::{MicrosoftClient, Verdict};
 use crate::telemetry::{Metrics, ValidationLabels};
 
-type Cell = Arc<OnceCell<(Instant, Verdict)>>;
+type Cell = Arc<OnceCell<(Timestamp, Verdict)>>;
 
 pub struct ValidationCache {
     client: MicrosoftClient,
@@ -21,16 +23,24 @@ pub struct ValidationCache {
     ttl: Duration,
     cells: Mutex<HashMap<String, Cell>>,
     metrics: Arc<Metrics>,
+    /// The controller's clock, so the cache ages with the same time the decisions use.
+    clock: super::reconcile::Clock,
 }
 
 impl ValidationCache {
-    pub fn new(client: MicrosoftClient, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: MicrosoftClient,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+        clock: super::reconcile::Clock,
+    ) -> Self {
         Self {
             client,
             key: rand::random(),
             ttl,
             cells: Mutex::new(HashMap::new()),
             metrics,
+            clock,
         }
     }
 
@@ -40,11 +50,10 @@ impl ValidationCache {
         let k = fingerprint(&self.key, creds, discover);
         let cell = {
             let mut cells = self.cells.lock().expect("cache lock");
-            let now = Instant::now();
-            cells.retain(|_, c| {
-                c.get()
-                    .is_none_or(|(at, _)| now.duration_since(*at) < self.ttl)
-            });
+            let now = (self.clock)();
+            let ttl =
+                jiff::SignedDuration::try_from(self.ttl).unwrap_or(jiff::SignedDuration::ZERO);
+            cells.retain(|_, c| c.get().is_none_or(|(at, _)| at.duration_until(now) < ttl));
             Arc::clone(cells.entry(k).or_default())
         };
         let (_, v) = cell
@@ -57,7 +66,7 @@ impl ValidationCache {
                         reason: v.reason.unwrap_or("").into(),
                     })
                     .inc();
-                (Instant::now(), v)
+                ((self.clock)(), v)
             })
             .await;
         v.clone()

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod fake_api;
+
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -52,6 +54,19 @@ impl Emulator {
         Mock::given(method("POST"))
             .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
             .respond_with(response)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Answers token requests carrying this client secret (URL-safe characters only).
+    pub async fn token_for_secret(&self, secret: &str, response: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+            .and(wiremock::matchers::body_string_contains(format!(
+                "client_secret={secret}&"
+            )))
+            .respond_with(response)
+            .with_priority(2)
             .mount(&self.server)
             .await;
     }

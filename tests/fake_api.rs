@@ -1,0 +1,840 @@
+//! Tests of the in-process fake API server (`tests/common/fake_api.rs`) through real kube
+//! clients, so that other tests can rely on it behaving like an API server.
+
+#[path = "common/fake_api.rs"]
+mod fake_api;
+
+use std::time::Duration;
+
+use fake_api::FakeApi;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher;
+use kube::{CustomResource, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq)]
+#[kube(
+    group = "example.com",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    status = "WidgetStatus"
+)]
+struct WidgetSpec {
+    size: u32,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Default)]
+struct WidgetStatus {
+    ready: bool,
+}
+
+fn api_code(err: kube::Error) -> (u16, String, String) {
+    match err {
+        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
+        other => panic!("expected kube::Error::Api, got {other:?}"),
+    }
+}
+
+fn secret(name: &str, labels: Value) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "labels": labels},
+        "stringData": {"k": "v"},
+    }))
+    .unwrap()
+}
+
+fn deployment(manager_env: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx", "env": manager_env}]},
+            },
+        },
+    })
+}
+
+fn env_of(d: &Deployment) -> Vec<(String, Option<String>)> {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect()
+}
+
+#[tokio::test]
+async fn get_missing_is_a_404_status() {
+    let fake = FakeApi::new();
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    let (code, reason, message) = api_code(secrets.get("x").await.unwrap_err());
+    assert_eq!(code, 404);
+    assert_eq!(reason, "NotFound");
+    assert_eq!(message, "secrets \"x\" not found");
+    assert_eq!(secrets.get_opt("x").await.unwrap(), None);
+    let r = &fake.requests()[0];
+    assert_eq!(
+        (r.verb.as_str(), r.resource.as_str(), r.name.as_deref()),
+        ("get", "secrets", Some("x"))
+    );
+    assert_eq!(r.namespace.as_deref(), Some("default"));
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn create_get_and_list_with_selectors() {
+    let fake = FakeApi::new();
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    let pp = PostParams::default();
+    let a = secrets
+        .create(&pp, &secret("a", json!({"app": "a", "tier": "x"})))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &secret("b", json!({"app": "b"})))
+        .await
+        .unwrap();
+    secrets.create(&pp, &secret("c", json!({}))).await.unwrap();
+    // stringData was folded into data, system metadata filled in.
+    assert_eq!(a.data.unwrap()["k"].0, b"v");
+    assert!(a.metadata.uid.is_some() && a.metadata.creation_timestamp.is_some());
+    assert_eq!(a.metadata.generation, Some(1));
+
+    let (code, reason, _) = api_code(
+        secrets
+            .create(&pp, &secret("a", json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
+
+    let names = |l: kube::core::ObjectList<Secret>| -> Vec<String> {
+        l.items.iter().map(|s| s.name_any()).collect()
+    };
+    let q = |sel: &str| ListParams::default().labels(sel);
+    assert_eq!(names(secrets.list(&q("app=a")).await.unwrap()), ["a"]);
+    assert_eq!(names(secrets.list(&q("app!=a")).await.unwrap()), ["b", "c"]);
+    assert_eq!(names(secrets.list(&q("app")).await.unwrap()), ["a", "b"]);
+    assert_eq!(names(secrets.list(&q("!app")).await.unwrap()), ["c"]);
+    assert_eq!(
+        names(secrets.list(&q("app in (a,b),tier")).await.unwrap()),
+        ["a"]
+    );
+    assert_eq!(
+        names(secrets.list(&q("app notin (a)")).await.unwrap()),
+        ["b", "c"]
+    );
+    let by_name = ListParams::default().fields("metadata.name=b");
+    assert_eq!(names(secrets.list(&by_name).await.unwrap()), ["b"]);
+
+    // Other namespaces and the all-namespaces path.
+    let other: Api<Secret> = Api::namespaced(fake.client(), "other");
+    other.create(&pp, &secret("d", json!({}))).await.unwrap();
+    assert_eq!(
+        secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+    let all: Api<Secret> = Api::all(fake.client());
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        4
+    );
+    assert_eq!(fake.list("v1", "Secret", "other").len(), 1);
+
+    // generateName
+    let generated: Secret = serde_json::from_value(json!({
+        "metadata": {"generateName": "gen-"}, "data": {}
+    }))
+    .unwrap();
+    let created = secrets.create(&pp, &generated).await.unwrap();
+    assert!(created.name_any().starts_with("gen-") && created.name_any().len() == 9);
+    assert_eq!(fake.writes(), 6);
+}
+
+#[tokio::test]
+async fn merge_json_and_strategic_patches_and_optimistic_concurrency() {
+    let fake = FakeApi::new();
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    let created = secrets
+        .create(&PostParams::default(), &secret("s", json!({"a": "1"})))
+        .await
+        .unwrap();
+    let rv0 = created.resource_version().unwrap();
+
+    let pp = PatchParams::default();
+    let patched = secrets
+        .patch(
+            "s",
+            &pp,
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"a": null, "b": "2"}}, "data": {"x": "eA=="}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.labels().get("b").map(String::as_str), Some("2"));
+    assert!(!patched.labels().contains_key("a"));
+    assert_eq!(patched.data.as_ref().unwrap()["x"].0, b"x");
+    assert_ne!(patched.resource_version().unwrap(), rv0);
+    let r = fake.requests().pop().unwrap();
+    assert_eq!(r.patch_type.as_deref(), Some("merge"));
+    assert_eq!(r.field_manager, None);
+
+    // JSON patch with a failing test → 422, nothing changed.
+    let jp = Patch::<()>::Json(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/labels/b", "value": "nope"},
+            {"op": "remove", "path": "/metadata/labels/b"},
+        ]))
+        .unwrap(),
+    );
+    let (code, _, _) = api_code(secrets.patch("s", &pp, &jp).await.unwrap_err());
+    assert_eq!(code, 422);
+    let jp = Patch::<()>::Json(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/labels/b", "value": "2"},
+            {"op": "remove", "path": "/metadata/labels/b"},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f1"]},
+        ]))
+        .unwrap(),
+    );
+    let patched = secrets.patch("s", &pp, &jp).await.unwrap();
+    assert!(patched.labels().is_empty());
+    assert_eq!(patched.finalizers(), ["f1"]);
+
+    // Strategic merge: finalizers are a set.
+    let patched = secrets
+        .patch(
+            "s",
+            &pp,
+            &Patch::Strategic(json!({"metadata": {"finalizers": ["f2"]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.finalizers(), ["f1", "f2"]);
+
+    // A replace with a stale resourceVersion conflicts; a fresh one works.
+    let mut stale = created.clone();
+    stale.data = None;
+    let (code, reason, _) = api_code(
+        secrets
+            .replace("s", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    let mut fresh = secrets.get("s").await.unwrap();
+    fresh.data = None;
+    let replaced = secrets
+        .replace("s", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert!(replaced.data.is_none());
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_and_identical_reapply_is_a_no_op() {
+    let fake = FakeApi::new();
+    let deploys: Api<Deployment> = Api::namespaced(fake.client(), "default");
+    let pp = PatchParams::apply("operator");
+    let desired = deployment(json!([{"name": "X", "value": "1"}]));
+    let first = deploys
+        .patch("web", &pp, &Patch::Apply(&desired))
+        .await
+        .unwrap();
+    let r = fake.requests().pop().unwrap();
+    assert!(r.created_by_apply);
+    assert_eq!(r.patch_type.as_deref(), Some("apply"));
+    assert_eq!(r.field_manager.as_deref(), Some("operator"));
+    assert_eq!(r.status, 201);
+    assert_eq!(first.metadata.generation, Some(1));
+
+    let rv = fake.resource_version();
+    let second = deploys
+        .patch("web", &pp, &Patch::Apply(&desired))
+        .await
+        .unwrap();
+    assert_eq!(second.resource_version(), first.resource_version());
+    assert_eq!(fake.resource_version(), rv);
+    assert!(!fake.requests().pop().unwrap().created_by_apply);
+
+    let mf = fake.managed_fields("apps/v1", "Deployment", "default", "web");
+    assert_eq!(mf.len(), 1);
+    assert_eq!(
+        (mf[0].manager.as_str(), mf[0].operation.as_str()),
+        ("operator", "Apply")
+    );
+    assert!(mf[0].owns(r#".spec.template.spec.containers[name="app"].env[name="X"].value"#));
+    assert!(mf[0].owns(".spec.selector.matchLabels.app"));
+
+    // A changed spec bumps generation.
+    let third = deploys
+        .patch(
+            "web",
+            &pp,
+            &Patch::Apply(&deployment(json!([{"name": "X", "value": "2"}]))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.metadata.generation, Some(2));
+    assert_eq!(fake.writes(), 3);
+}
+
+#[tokio::test]
+async fn server_side_apply_conflicts_with_another_manager_unless_forced() {
+    let fake = FakeApi::new();
+    let deploys: Api<Deployment> = Api::namespaced(fake.client(), "default");
+    // Someone created it with kubectl (client-side) with X=1.
+    let mut created: Deployment =
+        serde_json::from_value(deployment(json!([{"name": "X", "value": "1"}]))).unwrap();
+    created.metadata.namespace = None;
+    deploys
+        .create(
+            &PostParams {
+                field_manager: Some("kubectl-client-side-apply".into()),
+                ..Default::default()
+            },
+            &created,
+        )
+        .await
+        .unwrap();
+
+    // Applying the same value is fine (shared ownership) ...
+    let op = PatchParams::apply("operator");
+    deploys
+        .patch(
+            "web",
+            &op,
+            &Patch::Apply(deployment(json!([{"name": "X", "value": "1"}]))),
+        )
+        .await
+        .unwrap();
+    // ... a different one conflicts.
+    let other_value = deployment(json!([{"name": "X", "value": "2"}]));
+    let (code, reason, message) = api_code(
+        deploys
+            .patch("web", &op, &Patch::Apply(&other_value))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        message,
+        "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\": \
+         .spec.template.spec.containers[name=\"app\"].env[name=\"X\"].value"
+    );
+    let current = deploys.get("web").await.unwrap();
+    assert_eq!(env_of(&current), [("X".into(), Some("1".into()))]);
+
+    // Forcing takes the field over.
+    let forced = deploys
+        .patch("web", &op.clone().force(), &Patch::Apply(&other_value))
+        .await
+        .unwrap();
+    assert_eq!(env_of(&forced), [("X".into(), Some("2".into()))]);
+    let mf = fake.managed_fields("apps/v1", "Deployment", "default", "web");
+    let path = r#".spec.template.spec.containers[name="app"].env[name="X"].value"#;
+    let owners: Vec<&str> = mf
+        .iter()
+        .filter(|m| m.owns(path))
+        .map(|m| m.manager.as_str())
+        .collect();
+    assert_eq!(owners, ["operator"]);
+    assert!(fake.requests().pop().unwrap().force);
+
+    // A later kubectl edit (merge patch) takes ownership back without conflict, and the
+    // operator's next non-forced apply of a different value conflicts again.
+    deploys
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "env": [{"name": "X", "value": "3"}]}
+            ]}}}})),
+        )
+        .await
+        .unwrap();
+    let (code, _, message) = api_code(
+        deploys
+            .patch("web", &op, &Patch::Apply(&other_value))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 409);
+    assert!(
+        message.contains("conflict with \"kubectl-edit\""),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply_removes_fields_the_manager_stopped_applying() {
+    let fake = FakeApi::new();
+    let deploys: Api<Deployment> = Api::namespaced(fake.client(), "default");
+    let op = PatchParams::apply("operator");
+    let mut first = deployment(json!([{"name": "X", "value": "1"}, {"name": "Y", "value": "1"}]));
+    first["metadata"]["labels"] = json!({"a": "1", "b": "1"});
+    deploys
+        .patch("web", &op, &Patch::Apply(&first))
+        .await
+        .unwrap();
+
+    // Another manager adds its own env entry and label.
+    let mut theirs = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"c": "1"}},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "app", "env": [{"name": "Z", "value": "1"}]}
+        ]}}},
+    });
+    deploys
+        .patch(
+            "web",
+            &PatchParams::apply("sidecar"),
+            &Patch::Apply(&theirs),
+        )
+        .await
+        .unwrap();
+
+    // The operator stops applying Y and label b.
+    let mut second = deployment(json!([{"name": "X", "value": "1"}]));
+    second["metadata"]["labels"] = json!({"a": "1"});
+    let after = deploys
+        .patch("web", &op, &Patch::Apply(&second))
+        .await
+        .unwrap();
+    assert_eq!(
+        env_of(&after),
+        [
+            ("X".into(), Some("1".into())),
+            ("Z".into(), Some("1".into()))
+        ]
+    );
+    let labels: Vec<&String> = after.labels().keys().collect();
+    assert_eq!(labels, ["a", "c"]);
+
+    // The sidecar stops applying everything but the container name: Z goes, the container
+    // (owned by the operator too) stays.
+    theirs["metadata"]["labels"] = json!({});
+    theirs["spec"]["template"]["spec"]["containers"] = json!([{"name": "app"}]);
+    let after = deploys
+        .patch(
+            "web",
+            &PatchParams::apply("sidecar"),
+            &Patch::Apply(&theirs),
+        )
+        .await
+        .unwrap();
+    assert_eq!(env_of(&after), [("X".into(), Some("1".into()))]);
+    assert!(!after.labels().contains_key("c"));
+    let containers = &after.spec.unwrap().template.spec.unwrap().containers;
+    assert_eq!(containers[0].image.as_deref(), Some("nginx"));
+}
+
+#[tokio::test]
+async fn status_subresource_is_isolated() {
+    let fake = FakeApi::new().with_status_subresource("widgets");
+    fake.register_kind("example.com/v1", "Widget", "widgets", true);
+    let widgets: Api<Widget> = Api::namespaced(fake.client(), "default");
+    let mut w = Widget::new("w", WidgetSpec { size: 1 });
+    w.status = Some(WidgetStatus { ready: true });
+    let created = widgets.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(created.status, None, "create drops status");
+
+    let with_status = widgets
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 5}, "status": {"ready": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(with_status.status, Some(WidgetStatus { ready: true }));
+    assert_eq!(with_status.spec.size, 1, "status writes ignore spec");
+    assert_eq!(with_status.metadata.generation, Some(1));
+    let r = fake.requests().pop().unwrap();
+    assert_eq!(r.subresource.as_deref(), Some("status"));
+
+    let spec_change = widgets
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}, "status": {"ready": false}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(spec_change.spec.size, 2);
+    assert_eq!(spec_change.status, Some(WidgetStatus { ready: true }));
+    assert_eq!(spec_change.metadata.generation, Some(2));
+
+    // SSA on the status subresource: `.status.ready` belongs to the merge patcher ("unknown").
+    let status_apply = Patch::Apply(json!({
+        "apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "status": {"ready": false},
+    }));
+    let (code, _, message) = api_code(
+        widgets
+            .patch_status("w", &PatchParams::apply("operator"), &status_apply)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 409);
+    assert!(
+        message.ends_with("conflict with \"unknown\": .status.ready"),
+        "{message}"
+    );
+    let applied = widgets
+        .patch_status("w", &PatchParams::apply("operator").force(), &status_apply)
+        .await
+        .unwrap();
+    assert_eq!(applied.status, Some(WidgetStatus { ready: false }));
+    assert_eq!(applied.metadata.generation, Some(2));
+
+    // Dynamic access to the same objects.
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(fake.client(), "default", &ar);
+    let list = dynamic.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].data["spec"]["size"], 2);
+    assert_eq!(
+        fake.get("example.com/v1", "Widget", "default", "w")
+            .unwrap()["status"]["ready"],
+        false
+    );
+
+    // A resource without a status subresource refuses /status.
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    fake.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}));
+    let (code, _, _) = api_code(
+        secrets
+            .patch_status("s", &PatchParams::default(), &Patch::Merge(json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn deletion_honours_finalizers_and_garbage_collects_dependents() {
+    let fake = FakeApi::new();
+    let owner = fake.insert(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "owner", "namespace": "default", "finalizers": ["example.com/f"]},
+    }));
+    let uid = owner["metadata"]["uid"].as_str().unwrap().to_string();
+    fake.insert(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "child", "namespace": "default", "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid,
+        }]},
+    }));
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+
+    let deleted = cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    let marked = deleted.left().expect("object while finalizers remain");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert!(cms.get("owner").await.is_ok());
+    assert!(secrets.get("child").await.is_ok(), "owner still exists");
+
+    // Removing the finalizer (as kube's finalizer helper does) removes the object and GC runs.
+    let jp = Patch::<()>::Json(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": ["example.com/f"]},
+            {"op": "replace", "path": "/metadata/finalizers", "value": []},
+        ]))
+        .unwrap(),
+    );
+    cms.patch("owner", &PatchParams::default(), &jp)
+        .await
+        .unwrap();
+    assert_eq!(cms.get_opt("owner").await.unwrap(), None);
+    assert_eq!(secrets.get_opt("child").await.unwrap(), None);
+
+    // Plain delete of an object without finalizers; deleting again is a 404.
+    fake.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "plain"}}));
+    secrets
+        .delete("plain", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (code, _, _) = api_code(
+        secrets
+            .delete("plain", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 404);
+    // delete, patch, delete, refused delete
+    assert_eq!(fake.writes(), 4);
+}
+
+#[tokio::test]
+async fn watcher_sees_objects_created_after_start() {
+    let fake = FakeApi::new();
+    fake.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "old"}}));
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    let stream = watcher(secrets.clone(), watcher::Config::default());
+    let mut stream = std::pin::pin!(stream);
+    let mut initial = Vec::new();
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            match ev {
+                watcher::Event::InitApply(s) => initial.push(s.name_any()),
+                watcher::Event::InitDone => {
+                    secrets
+                        .create(&PostParams::default(), &secret("new", json!({"x": "y"})))
+                        .await
+                        .unwrap();
+                }
+                watcher::Event::Apply(s) => return s,
+                _ => {}
+            }
+        }
+        panic!("watch stream ended")
+    })
+    .await
+    .expect("event within 5s");
+    assert_eq!(initial, ["old"]);
+    assert_eq!(seen.name_any(), "new");
+    assert_eq!(seen.data.unwrap()["k"].0, b"v");
+    // kube yields InitDone before it opens the watch, so the create usually lands between the
+    // LIST and the WATCH and is replayed from the list's resourceVersion.
+    let mut verbs: Vec<String> = fake.requests().iter().map(|r| r.verb.clone()).collect();
+    verbs.sort();
+    assert_eq!(verbs, ["create", "list", "watch"]);
+}
+
+#[tokio::test]
+async fn metadata_watcher_gets_partial_objects() {
+    let fake = FakeApi::new();
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    // kube 5's replacement for `metadata_watcher`: an `Api<PartialObjectMeta<K>>` makes
+    // metadata-only requests.
+    let meta_api: Api<PartialObjectMeta<Secret>> = Api::namespaced(fake.client(), "default");
+    let stream = watcher(meta_api, watcher::Config::default().labels("app=x"));
+    let mut stream = std::pin::pin!(stream);
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            match ev {
+                watcher::Event::InitDone => {
+                    let pp = PostParams::default();
+                    secrets
+                        .create(&pp, &secret("ignored", json!({"app": "y"})))
+                        .await
+                        .unwrap();
+                    secrets
+                        .create(&pp, &secret("wanted", json!({"app": "x"})))
+                        .await
+                        .unwrap();
+                }
+                watcher::Event::Apply(m) => return m,
+                _ => {}
+            }
+        }
+        panic!("watch stream ended")
+    })
+    .await
+    .expect("event within 5s");
+    assert_eq!(seen.name_any(), "wanted");
+    let types = seen.types.clone().unwrap();
+    assert_eq!(
+        (types.api_version.as_str(), types.kind.as_str()),
+        ("meta.k8s.io/v1", "PartialObjectMetadata")
+    );
+    let reads: Vec<(String, bool)> = fake
+        .requests()
+        .iter()
+        .filter(|r| !r.is_write())
+        .map(|r| (r.verb.clone(), r.metadata_only))
+        .collect();
+    assert_eq!(reads, [("list".into(), true), ("watch".into(), true)]);
+
+    // The wire format carries no data: a raw metadata GET shows only metadata.
+    let meta = secrets.get_metadata("wanted").await.unwrap();
+    assert_eq!(meta.name_any(), "wanted");
+}
+
+#[tokio::test]
+async fn watch_resumes_from_resource_version_and_times_out() {
+    let fake = FakeApi::new();
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    let list = secrets.list(&ListParams::default()).await.unwrap();
+    let rv = list.metadata.resource_version.unwrap();
+    fake.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a", "labels": {"l": "1"}}}));
+    fake.update(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a", "labels": {"l": "2"}}}));
+    fake.delete("v1", "Secret", "default", "a");
+    let wp = kube::api::WatchParams::default().labels("l=1").timeout(1);
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(5), async {
+        secrets
+            .watch(&wp, &rv)
+            .await
+            .unwrap()
+            .map(|e| match e.unwrap() {
+                kube::api::WatchEvent::Added(s) => format!("ADDED {}", s.name_any()),
+                kube::api::WatchEvent::Modified(s) => format!("MODIFIED {}", s.name_any()),
+                kube::api::WatchEvent::Deleted(s) => format!("DELETED {}", s.name_any()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+            .await
+    })
+    .await
+    .expect("stream ends after timeoutSeconds");
+    // Leaving the selector on update is a DELETED for this watch; the real delete is unseen.
+    assert_eq!(events, ["ADDED a", "DELETED a"]);
+}
+
+#[tokio::test]
+async fn injected_failures_apply_once() {
+    let fake = FakeApi::new();
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    fake.set_fail_next("create", "secrets", 500);
+    let (code, reason, _) = api_code(
+        secrets
+            .create(&PostParams::default(), &secret("s", json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (500, "InternalError"));
+    assert!(fake.get("v1", "Secret", "default", "s").is_none());
+    secrets
+        .create(&PostParams::default(), &secret("s", json!({})))
+        .await
+        .unwrap();
+    fake.set_fail_next("*", "*", 429);
+    assert_eq!(api_code(secrets.get("s").await.unwrap_err()).0, 429);
+    assert!(secrets.get("s").await.is_ok());
+    assert_eq!(fake.writes(), 2);
+    fake.clear_requests();
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+#[allow(deprecated)]
+async fn deprecated_metadata_watcher_and_raw_partial_objects() {
+    let fake = FakeApi::new();
+    fake.insert(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "s", "namespace": "default"}, "data": {"k": "dg=="},
+    }));
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    let stream = kube::runtime::metadata_watcher(secrets, watcher::Config::default());
+    let mut stream = std::pin::pin!(stream);
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let watcher::Event::InitApply(m) = stream.try_next().await.unwrap().unwrap() {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.name_any(), "s");
+    assert!(fake.requests().iter().all(|r| r.metadata_only));
+
+    // On the wire: PartialObjectMetadata(List) without `data`.
+    let client = fake.client();
+    let get = |uri: &str, accept: &str| {
+        http::Request::get(uri)
+            .header(http::header::ACCEPT, accept)
+            .body(Vec::new())
+            .unwrap()
+    };
+    let one: Value = serde_json::from_str(
+        &client
+            .request_text(get(
+                "/api/v1/namespaces/default/secrets/s",
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            ))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(one["kind"], "PartialObjectMetadata");
+    assert!(one.get("data").is_none());
+    let list: Value = serde_json::from_str(
+        &client
+            .request_text(get(
+                "/api/v1/secrets",
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+            ))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert_eq!(list["items"][0]["metadata"]["name"], "s");
+    assert!(list["items"][0].get("data").is_none());
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_initial_events_and_bookmark() {
+    let fake = FakeApi::new();
+    fake.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}}));
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "default");
+    let stream = watcher(
+        secrets.clone(),
+        watcher::Config::default().streaming_lists(),
+    );
+    let mut stream = std::pin::pin!(stream);
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            match ev {
+                watcher::Event::InitApply(s) => seen.push(format!("init {}", s.name_any())),
+                watcher::Event::InitDone => {
+                    seen.push("done".into());
+                    fake.insert(
+                        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b"}}),
+                    );
+                }
+                watcher::Event::Apply(s) => {
+                    seen.push(format!("apply {}", s.name_any()));
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, ["init a", "done", "apply b"]);
+    let verbs: Vec<String> = fake.requests().iter().map(|r| r.verb.clone()).collect();
+    assert_eq!(verbs, ["watch"]);
+}

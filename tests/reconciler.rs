@@ -1,0 +1,689 @@
+//! The reconciler against an in-process fake Kubernetes API (tests/common/fake_api.rs) and
+//! the Microsoft emulator: status, Events, no-op rounds, Secrets and Deployments that come
+//! late, rotations, shared credentials, injection, conflicts, cleanup, and that every API
+//! call is covered by the RBAC rules and no secret is emitted.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::fake_api::FakeApi;
+use common::*;
+use jiff::Timestamp;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::events::{Recorder, Reporter};
+use nocobase_mail_operator::api::MicrosoftMailIntegration;
+use nocobase_mail_operator::controller::validations::ValidationCache;
+use nocobase_mail_operator::controller::{Context, reconcile};
+use nocobase_mail_operator::inject::FINGERPRINT_ANNOTATION;
+use nocobase_mail_operator::microsoft::MicrosoftClient;
+use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, WATCHED_NAMESPACE_RULES};
+use nocobase_mail_operator::telemetry::Metrics;
+use serde_json::{Value, json};
+use wiremock::ResponseTemplate;
+
+const NS: &str = "nocobase";
+// Secret Values are random-looking (no English words), so that the leak scan's 6-character
+// windows cannot match ordinary text.
+const GOOD: &str = "Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK";
+const GOOD2: &str = "Rw3Yb8Kd1Mx6Pq9Tz4Lc7Hf2Jn5Vg0Sa3Ue8XoD";
+const BAD: &str = "Bv5Nq2Wz8Xk3Rm6Tp1Ly4Hd7Jc9Fg0Ss5Ea2UiQ";
+const MMI_AV: &str = "nocobase-mail-operator.dev/v1alpha1";
+
+struct Harness {
+    api: FakeApi,
+    emu: Emulator,
+    ctx: Arc<Context>,
+    clock: Arc<Mutex<Timestamp>>,
+}
+
+async fn harness() -> Harness {
+    let api = FakeApi::new();
+    api.register_kind(
+        MMI_AV,
+        "MicrosoftMailIntegration",
+        "microsoftmailintegrations",
+        true,
+    );
+    api.add_status_subresource("microsoftmailintegrations");
+    let emu = Emulator::start().await;
+    emu.token_for_secret(GOOD, json_response(200, "token_success.json"))
+        .await;
+    emu.token_for_secret(GOOD2, json_response(200, "token_success.json"))
+        .await;
+    emu.token_for_secret(BAD, json_response(401, "aadsts7000215.json"))
+        .await;
+    emu.graph(json_response(
+        403,
+        "graph_403_authorization_request_denied.json",
+    ))
+    .await;
+    let clock = Arc::new(Mutex::new(
+        "2027-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),
+    ));
+    let metrics = Arc::new(Metrics::default());
+    let client = api.client();
+    let c = Arc::clone(&clock);
+    let clock_fn: nocobase_mail_operator::controller::reconcile::Clock =
+        Arc::new(move || *c.lock().unwrap());
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "nocobase-mail-operator".into(),
+                instance: None,
+            },
+        ),
+        client,
+        validations: ValidationCache::new(
+            MicrosoftClient::new(fast_options()).unwrap(),
+            Duration::from_secs(300),
+            Arc::clone(&metrics),
+            clock_fn.clone(),
+        ),
+        metrics,
+        clock: clock_fn,
+    });
+    Harness {
+        api,
+        emu,
+        ctx,
+        clock,
+    }
+}
+
+impl Harness {
+    fn secret(&self, name: &str, value: &str) {
+        use base64::Engine;
+        self.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+            "data": {"client-secret": base64::engine::general_purpose::STANDARD.encode(value)}}));
+    }
+
+    fn rotate(&self, name: &str, value: &str) {
+        use base64::Engine;
+        let mut s = self.api.get("v1", "Secret", NS, name).unwrap();
+        s["data"]["client-secret"] = json!(base64::engine::general_purpose::STANDARD.encode(value));
+        self.api.update(s);
+    }
+
+    fn integration(&self, name: &str, secret: &str, targets: Value) {
+        self.api.insert(json!({"apiVersion": MMI_AV, "kind": "MicrosoftMailIntegration",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"tenantId": TENANT, "clientId": CLIENT, "clientSecretRef": {"name": secret, "key": "client-secret"},
+                     "authorityHost": self.emu.uri(), "graphHost": self.emu.uri(), "targets": targets}}));
+    }
+
+    fn deployment(&self, name: &str, extra_env: Value) -> Value {
+        let env: Vec<Value> = std::iter::once(json!({"name": "APP_KEY", "value": "k"}))
+            .chain(extra_env.as_array().cloned().unwrap_or_default())
+            .collect();
+        self.api.insert(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NS, "labels": {"app": "nocobase"}, "annotations": {"team": "mail"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "nocobase"}},
+                "template": {"metadata": {"labels": {"app": "nocobase"}, "annotations": {"user/pod": "kept"}},
+                    "spec": {"containers": [
+                        {"name": "nocobase", "image": "nocobase/nocobase:2.2.15", "env": env},
+                        {"name": "sidecar", "image": "busybox"}]}}}}))
+    }
+
+    fn mmi(&self, name: &str) -> Option<Value> {
+        self.api.get(MMI_AV, "MicrosoftMailIntegration", NS, name)
+    }
+
+    async fn reconcile(&self, name: &str) -> Option<kube::runtime::controller::Action> {
+        let obj: MicrosoftMailIntegration = serde_json::from_value(self.mmi(name)?).unwrap();
+        Some(
+            reconcile(Arc::new(obj), Arc::clone(&self.ctx))
+                .await
+                .expect("reconcile"),
+        )
+    }
+
+    /// Reconciles until a round writes nothing (the first round adds the finalizer).
+    async fn settle(&self, name: &str) {
+        for _ in 0..5 {
+            let before = self.api.writes();
+            if self.reconcile(name).await.is_none() || self.api.writes() == before {
+                return;
+            }
+        }
+        panic!("no steady state after 5 rounds");
+    }
+
+    fn condition(&self, name: &str, t: &str) -> (String, String, String) {
+        let m = self.mmi(name).unwrap();
+        let c = m["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap()
+            .clone();
+        (
+            c["status"].as_str().unwrap().into(),
+            c["reason"].as_str().unwrap().into(),
+            c["message"].as_str().unwrap().into(),
+        )
+    }
+
+    fn events(&self) -> Vec<(String, String)> {
+        self.api
+            .list("events.k8s.io/v1", "Event", NS)
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_owned(),
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn dep(&self, name: &str) -> Value {
+        self.api.get("apps/v1", "Deployment", NS, name).unwrap()
+    }
+
+    fn advance(&self, secs: i64) {
+        let mut c = self.clock.lock().unwrap();
+        *c += jiff::SignedDuration::from_secs(secs);
+    }
+}
+
+fn env_names(dep: &Value, container: usize) -> Vec<String> {
+    dep["spec"]["template"]["spec"]["containers"][container]["env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn annotation(dep: &Value) -> Option<String> {
+    dep["spec"]["template"]["metadata"]["annotations"][FINGERPRINT_ANNOTATION]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// What the user owns, to compare before and after.
+fn user_view(dep: &Value) -> Value {
+    let mut d = dep.clone();
+    for k in [
+        "resourceVersion",
+        "managedFields",
+        "generation",
+        "uid",
+        "creationTimestamp",
+    ] {
+        d["metadata"].as_object_mut().unwrap().remove(k);
+    }
+    d
+}
+
+fn assert_rbac_covers(api: &FakeApi) {
+    let rules: Vec<_> = WATCHED_NAMESPACE_RULES
+        .iter()
+        .chain(LEADER_ELECTION_RULES)
+        .collect();
+    for r in api.requests() {
+        let resource = match &r.subresource {
+            Some(s) => format!("{}/{s}", r.resource),
+            None => r.resource.clone(),
+        };
+        let allowed = |verb: &str| {
+            rules.iter().any(|rule| {
+                rule.api_group == r.api_group
+                    && rule.resource == resource
+                    && rule.verbs.contains(&verb)
+            })
+        };
+        assert!(
+            allowed(&r.verb),
+            "RBAC lacks {} on {}/{resource}",
+            r.verb,
+            r.api_group
+        );
+        if r.created_by_apply {
+            assert!(
+                allowed("create"),
+                "RBAC lacks create on {}/{resource} (apply that creates)",
+                r.api_group
+            );
+        }
+    }
+}
+
+fn assert_no_secret_in_requests(api: &FakeApi) {
+    for r in api.requests() {
+        // the managed Secret is the one place the secret goes (base64, as Kubernetes stores it)
+        if r.resource == "secrets" {
+            continue;
+        }
+        if let Some(b) = &r.body {
+            assert_no_secret(&b.to_string(), &[GOOD, GOOD2, BAD]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_events_and_no_writes_on_a_no_op_reconcile() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.integration("outlook", "entra", json!([]));
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Ready").0, "True");
+    assert_eq!(h.condition("outlook", "CredentialsValid").1, "Valid");
+    assert_eq!(h.condition("outlook", "SecretExpiring").1, "ExpiryUnknown");
+    let m = h.mmi("outlook").unwrap();
+    assert_eq!(
+        m["metadata"]["finalizers"],
+        json!(["nocobase-mail-operator.dev/cleanup"])
+    );
+    assert_eq!(
+        m["status"]["observedGeneration"],
+        m["metadata"]["generation"]
+    );
+    assert_eq!(
+        h.events(),
+        [("Normal".to_owned(), "CredentialsValid".to_owned())]
+    );
+    assert_eq!(h.emu.token_requests().await.len(), 1);
+
+    // later rounds within the interval: no write, no event, no Microsoft call
+    h.api.clear_requests();
+    h.advance(3600);
+    h.reconcile("outlook").await;
+    h.reconcile("outlook").await;
+    assert_eq!(
+        h.api.writes(),
+        0,
+        "{:?}",
+        h.api
+            .requests()
+            .iter()
+            .filter(|r| r.is_write())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(h.events().len(), 1);
+    assert_eq!(h.emu.token_requests().await.len(), 1);
+
+    // the interval elapses: Microsoft is asked again, status records it
+    h.advance(5 * 3600);
+    h.reconcile("outlook").await;
+    assert_eq!(h.emu.token_requests().await.len(), 2);
+    assert_rbac_covers(&h.api);
+    assert_no_secret_in_requests(&h.api);
+}
+
+#[tokio::test]
+async fn missing_secret_then_secret_appears() {
+    let h = harness().await;
+    h.integration("outlook", "entra", json!([]));
+    h.settle("outlook").await;
+    let (s, r, msg) = h.condition("outlook", "Ready");
+    assert_eq!((s.as_str(), r.as_str()), ("False", "SecretNotFound"));
+    assert!(msg.contains("entra"));
+    assert_eq!(
+        h.events(),
+        [("Warning".to_owned(), "SecretNotFound".to_owned())]
+    );
+    assert!(
+        h.emu.token_requests().await.is_empty(),
+        "nothing sent without a secret"
+    );
+
+    h.secret("entra", "");
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Ready").1, "EmptySecret");
+
+    h.rotate("entra", GOOD);
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Ready").0, "True");
+    assert!(
+        h.events()
+            .contains(&("Normal".to_owned(), "CredentialsRecovered".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn missing_key_is_named() {
+    let h = harness().await;
+    h.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "entra", "namespace": NS}, "data": {"secret": "eA=="}}));
+    h.integration("outlook", "entra", json!([]));
+    h.settle("outlook").await;
+    let (_, reason, msg) = h.condition("outlook", "Ready");
+    assert_eq!(reason, "SecretKeyNotFound");
+    assert!(
+        msg.contains("client-secret") && msg.contains("secret"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn shared_credentials_are_validated_once() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.secret("entra-copy", GOOD);
+    h.integration("one", "entra", json!([]));
+    h.integration("two", "entra-copy", json!([]));
+    let (a, b) = tokio::join!(h.settle("one"), h.settle("two"));
+    let _ = (a, b);
+    assert_eq!(h.condition("one", "Ready").0, "True");
+    assert_eq!(h.condition("two", "Ready").0, "True");
+    assert_eq!(h.emu.token_requests().await.len(), 1);
+    // fingerprints in status are keyed per resource: equal secrets do not show as equal
+    let fp =
+        |n: &str| h.mmi(n).unwrap()["status"]["lastValidation"]["credentialsFingerprint"].clone();
+    assert_ne!(fp("one"), fp("two"));
+}
+
+#[tokio::test]
+async fn injection_rotation_rejection_and_restoration() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    let original = h.deployment("nocobase", json!([]));
+    h.integration(
+        "outlook",
+        "entra",
+        json!([{"deploymentName": "nocobase", "containers": ["nocobase"]}]),
+    );
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Injected").0, "True");
+    assert_eq!(h.condition("outlook", "Ready").0, "True");
+    let dep = h.dep("nocobase");
+    assert_eq!(
+        env_names(&dep, 0),
+        [
+            "APP_KEY",
+            "MICROSOFT_CLIENT_ID",
+            "MICROSOFT_CLIENT_SECRET",
+            "MICROSOFT_TENANT_ID"
+        ]
+    );
+    assert!(env_names(&dep, 1).is_empty(), "only the named container");
+    let fp1 = annotation(&dep).unwrap();
+    // nothing else changed: image, replicas, other env entries, other annotations
+    assert_eq!(dep["spec"]["replicas"], 2);
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nocobase/nocobase:2.2.15"
+    );
+    assert_eq!(
+        dep["spec"]["template"]["metadata"]["annotations"]["user/pod"],
+        "kept"
+    );
+    assert_eq!(
+        dep["metadata"]["annotations"],
+        original["metadata"]["annotations"]
+    );
+    // the managed Secret holds the validated configuration, owned by the integration
+    let managed = h
+        .api
+        .get("v1", "Secret", NS, "outlook-microsoft-credentials")
+        .unwrap();
+    assert_eq!(
+        managed["metadata"]["ownerReferences"][0]["kind"],
+        "MicrosoftMailIntegration"
+    );
+    let status = h.mmi("outlook").unwrap()["status"]["injected"].clone();
+    assert_eq!(
+        status,
+        json!([{"deployment": "nocobase", "containers": ["nocobase"], "fingerprint": fp1, "rollout": "OnChange"}])
+    );
+
+    // rotation to a rejected value: nothing rolls, the previous configuration stays
+    h.rotate("entra", BAD);
+    h.settle("outlook").await;
+    assert_eq!(
+        h.condition("outlook", "CredentialsValid").1,
+        "InvalidSecret"
+    );
+    assert_eq!(h.condition("outlook", "Ready").0, "False");
+    assert_eq!(
+        annotation(&h.dep("nocobase")).unwrap(),
+        fp1,
+        "a rejected secret rolls nothing"
+    );
+    assert_eq!(
+        h.api
+            .get("v1", "Secret", NS, "outlook-microsoft-credentials")
+            .unwrap()["data"],
+        managed["data"]
+    );
+    assert!(
+        h.condition("outlook", "Injected")
+            .2
+            .contains("previously validated")
+    );
+
+    // rotation to a valid value: the pods roll once
+    h.rotate("entra", GOOD2);
+    h.settle("outlook").await;
+    let fp2 = annotation(&h.dep("nocobase")).unwrap();
+    assert_ne!(fp2, fp1);
+    let generation = h.dep("nocobase")["metadata"]["generation"].clone();
+    h.advance(60);
+    h.settle("outlook").await;
+    assert_eq!(
+        h.dep("nocobase")["metadata"]["generation"],
+        generation,
+        "rolled exactly once"
+    );
+
+    // a Helm upgrade or manual edit drops the entries: the operator restores them
+    h.api.update(original.clone());
+    assert!(annotation(&h.dep("nocobase")).is_none());
+    h.settle("outlook").await;
+    assert_eq!(annotation(&h.dep("nocobase")).unwrap(), fp2);
+    assert_eq!(env_names(&h.dep("nocobase"), 0).len(), 4);
+    assert_rbac_covers(&h.api);
+    assert_no_secret_in_requests(&h.api);
+}
+
+#[tokio::test]
+async fn late_deployment_conflict_and_target_removal() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.integration(
+        "outlook",
+        "entra",
+        json!([{"deploymentSelector": {"matchLabels": {"app": "nocobase"}}}]),
+    );
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Injected").1, "TargetNotFound");
+    assert_eq!(h.condition("outlook", "Ready").1, "TargetNotFound");
+    assert!(
+        h.events()
+            .contains(&("Warning".to_owned(), "TargetNotFound".to_owned()))
+    );
+
+    // the Deployment appears with a hand-written MICROSOFT_CLIENT_SECRET: a conflict, untouched
+    let original = h.deployment(
+        "nocobase",
+        json!([{"name": "MICROSOFT_CLIENT_SECRET", "value": "typed-by-hand"}]),
+    );
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Injected").1, "EnvConflict");
+    assert_eq!(user_view(&h.dep("nocobase")), user_view(&original));
+
+    // fixed by the user: injected into every container (none named)
+    h.api.update(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": original["metadata"].clone(), "spec": {
+        "replicas": 2, "selector": original["spec"]["selector"].clone(),
+        "template": {"metadata": original["spec"]["template"]["metadata"].clone(), "spec": {"containers": [
+            {"name": "nocobase", "image": "nocobase/nocobase:2.2.15", "env": [{"name": "APP_KEY", "value": "k"}]},
+            {"name": "sidecar", "image": "busybox"}]}}}}));
+    let before = user_view(&h.dep("nocobase"));
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Injected").0, "True");
+    assert_eq!(env_names(&h.dep("nocobase"), 1).len(), 3);
+
+    // the target is removed from the spec: the Deployment is given back as it was
+    let mut m = h.mmi("outlook").unwrap();
+    m["spec"]["targets"] = json!([]);
+    h.api.update(m);
+    h.settle("outlook").await;
+    assert_eq!(user_view(&h.dep("nocobase")), before);
+    assert_eq!(h.condition("outlook", "Injected").1, "NoTargets");
+}
+
+#[tokio::test]
+async fn deletion_restores_deployments_and_leaves_user_secret() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.deployment("nocobase", json!([]));
+    let before = user_view(&h.dep("nocobase"));
+    h.integration("outlook", "entra", json!([{"deploymentName": "nocobase"}]));
+    h.settle("outlook").await;
+    assert!(annotation(&h.dep("nocobase")).is_some());
+    let user_secret = h.api.get("v1", "Secret", NS, "entra").unwrap();
+    assert_rbac_covers(&h.api);
+
+    // the user deletes the integration (not an operator call)
+    let api: Api<MicrosoftMailIntegration> = Api::namespaced(h.api.client(), NS);
+    api.delete("outlook", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.api.clear_requests();
+    assert!(
+        h.mmi("outlook").unwrap()["metadata"]["deletionTimestamp"].is_string(),
+        "held by the finalizer"
+    );
+    h.settle("outlook").await;
+    assert!(
+        h.mmi("outlook").is_none(),
+        "finalizer removed, integration gone"
+    );
+    assert_eq!(
+        user_view(&h.dep("nocobase")),
+        before,
+        "Deployment exactly as the user had it"
+    );
+    assert!(
+        h.api
+            .get("v1", "Secret", NS, "outlook-microsoft-credentials")
+            .is_none(),
+        "managed Secret goes with its owner"
+    );
+    assert_eq!(
+        h.api.get("v1", "Secret", NS, "entra").unwrap(),
+        user_secret,
+        "the user's Secret is untouched"
+    );
+    assert_rbac_covers(&h.api);
+}
+
+#[tokio::test]
+async fn unavailable_before_first_validation_injects_nothing_unless_opted_in() {
+    let h = harness().await;
+    let down = "Dn4Kq8Zr2Wx6Vb1Lm5Tp9Hc3Jy7Fg0Sd4Ea8UoP";
+    h.emu
+        .token_for_secret(
+            down,
+            ResponseTemplate::new(503).set_body_bytes(fixture("outage_503.html")),
+        )
+        .await;
+    h.secret("entra", down);
+    h.deployment("nocobase", json!([]));
+    h.integration("outlook", "entra", json!([{"deploymentName": "nocobase"}]));
+    h.settle("outlook").await;
+    assert_eq!(
+        h.condition("outlook", "CredentialsValid"),
+        (
+            "Unknown".into(),
+            "ServiceUnavailable".into(),
+            h.condition("outlook", "CredentialsValid").2
+        )
+    );
+    assert_eq!(
+        h.condition("outlook", "Injected").1,
+        "AwaitingValidCredentials"
+    );
+    assert!(annotation(&h.dep("nocobase")).is_none());
+    assert!(
+        h.api
+            .get("v1", "Secret", NS, "outlook-microsoft-credentials")
+            .is_none()
+    );
+
+    let mut m = h.mmi("outlook").unwrap();
+    m["spec"]["injectUnverified"] = json!(true);
+    h.api.update(m);
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Injected").0, "True");
+    assert!(
+        h.condition("outlook", "Injected")
+            .2
+            .contains("injectUnverified")
+    );
+}
+
+#[tokio::test]
+async fn the_controller_runs_against_the_fake_as_against_a_cluster() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.integration("outlook", "entra", json!([{"deploymentName": "nocobase"}]));
+    let ready = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(nocobase_mail_operator::controller::run_controller(
+        h.api.client(),
+        Some(NS.into()),
+        Arc::clone(&h.ctx),
+        Arc::clone(&ready),
+    ));
+    let wait = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    };
+    let api = h.api.clone();
+    wait(
+        "Injected=False TargetNotFound",
+        Box::new(move || {
+            api.get(MMI_AV, "MicrosoftMailIntegration", NS, "outlook")
+                .and_then(|m| {
+                    m["status"]["conditions"].as_array().map(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Injected" && c["reason"] == "TargetNotFound")
+                    })
+                })
+                == Some(true)
+        }),
+    )
+    .await;
+    let r = Arc::clone(&ready);
+    wait(
+        "ready once caches synced",
+        Box::new(move || r.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+    .await;
+    // a Deployment created later is found through the Deployment watch
+    h.deployment("nocobase", json!([]));
+    let api = h.api.clone();
+    wait(
+        "injection into the late Deployment",
+        Box::new(move || {
+            api.get("apps/v1", "Deployment", NS, "nocobase")
+                .is_some_and(|d| annotation(&d).is_some())
+        }),
+    )
+    .await;
+    // the Secret watch is metadata-only
+    let secret_watches: Vec<_> = h
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "secrets" && (r.verb == "watch" || r.verb == "list"))
+        .collect();
+    assert!(
+        !secret_watches.is_empty() && secret_watches.iter().all(|r| r.metadata_only),
+        "{secret_watches:?}"
+    );
+    task.abort();
+    assert_rbac_covers(&h.api);
+}
