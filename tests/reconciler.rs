@@ -39,7 +39,37 @@ struct Harness {
     clock: Arc<Mutex<Timestamp>>,
 }
 
+/// Every log line of this test binary, at trace level, for the leak scan.
+static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.get().unwrap().lock().unwrap()).into_owned()
+}
+
 async fn harness() -> Harness {
+    let buf = LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = LogWriter(Arc::clone(&buf));
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || w.clone())
+            .try_init();
+        buf
+    });
+    let _ = buf;
     let api = FakeApi::new();
     api.register_kind(
         MMI_AV,
@@ -686,4 +716,67 @@ async fn the_controller_runs_against_the_fake_as_against_a_cluster() {
     );
     task.abort();
     assert_rbac_covers(&h.api);
+}
+
+#[tokio::test]
+async fn metrics_health_endpoints_and_no_secret_in_logs_or_metrics() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.deployment("nocobase", json!([]));
+    h.integration("outlook", "entra", json!([{"deploymentName": "nocobase"}]));
+    let mut m = h.mmi("outlook").unwrap();
+    m["spec"]["secretExpiry"] = json!({"expiresAt": "2027-03-01T00:00:00Z"});
+    h.api.update(m);
+    h.settle("outlook").await;
+    h.secret("entra-bad", BAD);
+    h.integration("broken", "entra-bad", json!([]));
+    h.settle("broken").await;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let (server, addr) = nocobase_mail_operator::controller::server::serve(
+        "127.0.0.1:0",
+        Arc::clone(&h.ctx.metrics),
+        Arc::clone(&ready),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(
+        get("/readyz").await.unwrap().status(),
+        503,
+        "not ready before the caches sync"
+    );
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let text = get("/metrics").await.unwrap().text().await.unwrap();
+    for want in [
+        r#"nocobase_mail_secret_expiry_timestamp_seconds{namespace="nocobase",name="outlook"} 1803859200"#,
+        r#"nocobase_mail_credentials_valid{namespace="nocobase",name="outlook"} 1"#,
+        r#"nocobase_mail_credentials_valid{namespace="nocobase",name="broken"} 0"#,
+        r#"nocobase_mail_ready{namespace="nocobase",name="outlook"} 1"#,
+        r#"nocobase_mail_validations_total{outcome="Valid",reason=""} 1"#,
+        r#"nocobase_mail_validations_total{outcome="Rejected",reason="InvalidSecret"} 1"#,
+        "nocobase_mail_reconciles_total",
+        "nocobase_mail_reconcile_duration_seconds_bucket",
+        "nocobase_mail_last_decisive_validation_timestamp_seconds",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    server.abort();
+
+    let logs = logs();
+    assert!(
+        logs.contains("validated with Microsoft")
+            && logs.contains("namespace")
+            && logs.contains("outlook"),
+        "reconcile logs name the integration"
+    );
+    assert_no_secret(&logs, &[GOOD, GOOD2, BAD]);
+    assert_no_secret(&text, &[GOOD, GOOD2, BAD]);
+    for e in h.api.list("events.k8s.io/v1", "Event", NS) {
+        assert_no_secret(&e.to_string(), &[GOOD, GOOD2, BAD]);
+    }
+    assert_no_secret(&h.mmi("outlook").unwrap().to_string(), &[GOOD]);
 }

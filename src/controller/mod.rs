@@ -213,7 +213,8 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         settings.ca_bundle_pem.clone(),
         settings.identity.clone(),
     )?;
-    let server = server::serve(&settings.listen, Arc::clone(&metrics), Arc::clone(&ready)).await?;
+    let (server, _) =
+        server::serve(&settings.listen, Arc::clone(&metrics), Arc::clone(&ready)).await?;
     info!(listen = %settings.listen, "serving /metrics, /healthz and /readyz");
 
     // Leader election: only the Lease holder reconciles; a standby takes over within the

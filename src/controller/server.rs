@@ -11,19 +11,21 @@ use tokio::task::JoinHandle;
 
 use crate::telemetry::Metrics;
 
-/// Binds `listen` and serves in the background.
+/// Binds `listen` and serves in the background; returns the task and the bound address.
 pub async fn serve(
     listen: &str,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<(JoinHandle<()>, std::net::SocketAddr), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = router(metrics, ready);
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
-    }))
+    });
+    Ok((task, addr))
 }
 
 pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
