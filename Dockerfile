@@ -13,6 +13,8 @@ FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# declared in Cargo.toml, so cargo wants it present even when building only the binary
+COPY benches ./benches
 # The registry and target caches survive between builds (BuildKit); the binary is copied
 # out of the cache mount so that the next stage can see it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
