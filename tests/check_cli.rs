@@ -258,3 +258,60 @@ fn help_speaks_to_administrators() {
             .starts_with("nocobase-mail-operator 0.")
     );
 }
+
+#[tokio::test]
+async fn render_validate_asks_microsoft_first() {
+    let emu = Emulator::start().await;
+    emu.token_for_secret(
+        "Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK",
+        json_response(200, "token_success.json"),
+    )
+    .await;
+    emu.token(json_response(401, "aadsts7000222.json")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string("examples/integration.yaml").unwrap();
+    let with_emulator = example.replace(
+        "tenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47",
+        &format!(
+            "tenantId: {TENANT}\n  authorityHost: {}\n  graphHost: {}",
+            emu.uri(),
+            emu.uri()
+        ),
+    );
+    let run = |secret: &str| {
+        let path = dir.path().join("in.yaml");
+        std::fs::write(
+            &path,
+            with_emulator.replace("REPLACE~WithTheSecretValue.FromTheValueColumn0", secret),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_nocobase-mail-operator"))
+            .args(["render", "--validate", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let ok = run("Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("kind: Deployment"));
+    let expired = run("Xr5Tq1Wk7Zm3Lp9Vb2Nc8Hd4Jf6Gy0Sa1Qe5UoP");
+    assert_eq!(
+        expired.status.code(),
+        Some(1),
+        "rejected: exit 1 as for check"
+    );
+    assert!(
+        expired.stdout.is_empty(),
+        "nothing rendered for rejected credentials"
+    );
+    assert!(String::from_utf8_lossy(&expired.stderr).contains("SecretExpired"));
+    assert_no_secret(
+        &String::from_utf8_lossy(&expired.stderr),
+        &["Xr5Tq1Wk7Zm3Lp9Vb2Nc8Hd4Jf6Gy0Sa1Qe5UoP"],
+    );
+}
