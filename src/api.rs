@@ -23,6 +23,7 @@ pub mod condition {
     pub const CREDENTIALS_VALID: &str = "CredentialsValid";
     pub const SECRET_EXPIRING: &str = "SecretExpiring";
     pub const INJECTED: &str = "Injected";
+    pub const NOCOBASE_SYNCED: &str = "NocoBaseSynced";
 }
 
 pub const DEFAULT_SECRET_KEY: &str = "client-secret";
@@ -145,6 +146,91 @@ pub struct MicrosoftMailIntegrationSpec {
     /// Microsoft rejected are never injected.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inject_unverified: bool,
+
+    /// Also keep NocoBase's "Variables and secrets" in step through its API, so the email
+    /// manager's Microsoft settings can reference {{$env.MICROSOFT_CLIENT_ID}} and friends and
+    /// a rotation reaches NocoBase without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nocobase: Option<NocoBaseSync>,
+}
+
+/// Where and how to write the variables into NocoBase.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NocoBaseSync {
+    /// NocoBase's base URL as the operator reaches it, usually its Service, e.g.
+    /// http://nocobase.nocobase.svc.cluster.local (the API is under /api/).
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+(/[^?#]*)?$')").message("url must be an http:// or https:// URL without query or fragment"))]
+    pub url: String,
+
+    /// Secret in this namespace holding a NocoBase API key (Settings > API keys) with a
+    /// role allowed to manage Variables and secrets.
+    pub api_key_secret_ref: ApiKeyRef,
+
+    /// The app of a multi-app NocoBase (sent as the X-App header). Empty: the main app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub app: Option<String>,
+
+    /// Names of the variables to keep.
+    #[serde(default)]
+    pub variables: VariableNames,
+
+    /// On deletion of the integration, delete the operator's own variables from NocoBase
+    /// (off by default: nothing in NocoBase is ever deleted unless asked).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_on_cleanup: bool,
+}
+
+/// A key of a Secret holding a NocoBase API key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[serde(default = "default_api_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_api_key_key() -> String {
+    "api-key".to_owned()
+}
+
+/// NocoBase variable names: client ID and tenant ID as plain variables, the client secret
+/// as an encrypted secret variable.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.clientId != self.clientSecret && self.clientId != self.tenantId && self.clientSecret != self.tenantId").message("clientId, clientSecret and tenantId must be three different variable names"))]
+pub struct VariableNames {
+    /// Plain variable holding the Application (client) ID.
+    #[serde(default = "default_env_client_id")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_]*$')").message("NocoBase variable names start with a letter and hold letters, digits and _"))]
+    pub client_id: String,
+    /// Plain variable holding the Directory (tenant) ID.
+    #[serde(default = "default_env_tenant_id")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_]*$')").message("NocoBase variable names start with a letter and hold letters, digits and _"))]
+    pub tenant_id: String,
+    /// Secret (encrypted) variable holding the client secret.
+    #[serde(default = "default_env_client_secret")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_]*$')").message("NocoBase variable names start with a letter and hold letters, digits and _"))]
+    pub client_secret: String,
+}
+
+impl Default for VariableNames {
+    fn default() -> Self {
+        Self {
+            client_id: default_env_client_id(),
+            tenant_id: default_env_tenant_id(),
+            client_secret: default_env_client_secret(),
+        }
+    }
 }
 
 /// A key of a Secret in the integration's own namespace.
@@ -384,6 +470,11 @@ pub struct MicrosoftMailIntegrationStatus {
     /// Where the validated configuration was injected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub injected: Vec<InjectedTarget>,
+
+    /// What the operator last wrote into NocoBase's Variables and secrets (fingerprints
+    /// only), and which variables it created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nocobase: Option<crate::nocobase::SyncedState>,
 }
 
 /// Where an expiry date came from.

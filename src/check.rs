@@ -13,11 +13,69 @@ use crate::microsoft::{ClientOptions, MicrosoftClient, Outcome, Verdict, reason}
 /// 3 unavailable).
 pub async fn run(args: CheckArgs) -> ExitCode {
     let verdict = verdict(&args).await;
+    let nocobase = match (&args.nocobase_url, verdict.outcome) {
+        (Some(url), Outcome::Valid) => Some(check_nocobase(url, &args).await),
+        _ => None,
+    };
     match args.output {
-        OutputFormat::Json => println!("{}", to_json(&verdict)),
-        OutputFormat::Text => print!("{}", to_text(&verdict)),
+        OutputFormat::Json => {
+            let mut v = to_json(&verdict);
+            if let Some(nb) = &nocobase {
+                v["nocobase"] = nb.clone();
+            }
+            println!("{v}");
+        }
+        OutputFormat::Text => {
+            print!("{}", to_text(&verdict));
+            if let Some(nb) = &nocobase {
+                println!("NocoBase: {}", nb["message"].as_str().unwrap_or_default());
+            }
+        }
     }
-    ExitCode::from(verdict.outcome.exit_code())
+    match nocobase {
+        Some(nb) if nb["ok"] != true => ExitCode::from(4),
+        _ => ExitCode::from(verdict.outcome.exit_code()),
+    }
+}
+
+/// Lists NocoBase's variables with the API key (no writes): is the key accepted, is the
+/// plugin there, which variables exist and of which type.
+async fn check_nocobase(url: &str, args: &CheckArgs) -> serde_json::Value {
+    use crate::nocobase::{NocoBaseClient, NocoBaseOptions};
+    let fail = |reason: &str, message: String| json!({"ok": false, "reason": reason, "message": message, "variables": []});
+    let path = args
+        .nocobase_api_key_file
+        .as_ref()
+        .expect("clap requires the key file with the URL");
+    let key = match std::fs::read_to_string(path) {
+        Ok(k) => k,
+        Err(e) => {
+            return fail(
+                "UnreadableApiKey",
+                format!("cannot read {}: {e}", path.display()),
+            );
+        }
+    };
+    let client = match NocoBaseClient::new(
+        url,
+        secrecy::SecretString::from(key),
+        args.nocobase_app.clone(),
+        NocoBaseOptions::default(),
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail("InvalidNocoBaseSettings", e),
+    };
+    match client.list().await {
+        Ok(vars) => {
+            let listed: Vec<serde_json::Value> = vars
+                .iter()
+                .map(|v| json!({"name": v.name, "type": v.kind.as_str()}))
+                .collect();
+            json!({"ok": true, "reason": null, "variables": listed,
+                   "message": format!("the API key is accepted; {} variable(s) exist", listed.len())})
+        }
+        Err(e) => fail(e.reason, e.message),
+    }
 }
 
 async fn verdict(args: &CheckArgs) -> Verdict {

@@ -24,7 +24,8 @@ pub enum Command {
     /// Ask Microsoft whether a tenant, client ID and client secret work, without a cluster.
     ///
     /// Exit status: 0 valid, 1 rejected by Microsoft, 2 invalid input (nothing was sent),
-    /// 3 Microsoft unavailable (could not decide).
+    /// 3 Microsoft unavailable (could not decide), 4 valid but NocoBase refused
+    /// (with --nocobase-url).
     Check(CheckArgs),
     /// Show, offline, what the operator would write into the targeted Deployments and the
     /// managed Secret (values redacted), from YAML files. Exit 1 when a target or
@@ -102,6 +103,16 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Also check NocoBase's Variables and secrets API at this URL with the API key below
+    /// (reads only: lists the variables; exit status 4 when NocoBase refuses).
+    #[arg(long, value_name = "URL", requires = "nocobase_api_key_file")]
+    pub nocobase_url: Option<String>,
+    /// File holding the NocoBase API key.
+    #[arg(long, value_name = "FILE")]
+    pub nocobase_api_key_file: Option<PathBuf>,
+    /// App of a multi-app NocoBase (X-App header).
+    #[arg(long, value_name = "APP")]
+    pub nocobase_app: Option<String>,
 }
 
 #[derive(Args, Debug)]

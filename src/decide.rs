@@ -48,6 +48,18 @@ impl InjectionReport {
     }
 }
 
+/// What the NocoBase sync achieved this round (only with `spec.nocobase`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NocoBaseReport {
+    /// "True", "False" or "Unknown".
+    pub status: &'static str,
+    pub reason: String,
+    pub message: String,
+    pub state: crate::nocobase::SyncedState,
+    /// Variables written this round (a Normal Event says so).
+    pub writes: usize,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventSpec {
     pub warning: bool,
@@ -65,6 +77,8 @@ pub struct Inputs<'a> {
     /// A validation made in this reconcile, if one was due.
     pub attempt: Option<&'a Verdict>,
     pub injection: &'a InjectionReport,
+    /// `None` when `spec.nocobase` is not set.
+    pub nocobase: Option<&'a NocoBaseReport>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -330,6 +344,8 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         ("Unknown", cv_reason.clone(), cv_message.clone())
     } else if inj.status != "True" {
         (inj.status, inj.reason.clone(), inj.message.clone())
+    } else if let Some(nb) = i.nocobase.filter(|nb| nb.status != "True") {
+        (nb.status, nb.reason.clone(), nb.message.clone())
     } else {
         let mut msg = format!("Microsoft accepts the credentials. {}", inj.message);
         if let Some(missing) = verdict
@@ -400,6 +416,31 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         });
     }
 
+    if let Some(nb) = i.nocobase {
+        let old_nb = old(condition::NOCOBASE_SYNCED);
+        if nb.status == "False"
+            && old_nb.is_none_or(|c| c.status != "False" || c.reason != nb.reason)
+        {
+            events.push(EventSpec {
+                warning: true,
+                reason: nb.reason.clone(),
+                note: nb.message.clone(),
+                action: "SyncNocoBase",
+            });
+        }
+        if nb.writes > 0 {
+            events.push(EventSpec {
+                warning: false,
+                reason: "NocoBaseUpdated".into(),
+                note: format!(
+                    "Wrote {} variable(s) into NocoBase's Variables and secrets.",
+                    nb.writes
+                ),
+                action: "SyncNocoBase",
+            });
+        }
+    }
+
     // 7. Status.
     let mut conditions = i.previous.conditions.clone();
     let g = i.generation;
@@ -439,6 +480,18 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         now,
         g,
     );
+    match i.nocobase {
+        Some(nb) => set_condition(
+            &mut conditions,
+            condition::NOCOBASE_SYNCED,
+            nb.status,
+            &nb.reason,
+            &nb.message,
+            now,
+            g,
+        ),
+        None => conditions.retain(|c| c.type_ != condition::NOCOBASE_SYNCED),
+    }
     let status = MicrosoftMailIntegrationStatus {
         observed_generation: g,
         conditions,
@@ -450,6 +503,10 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         last_validation: last.clone(),
         last_unavailable: unavailable.clone(),
         injected: inj.injected.clone(),
+        nocobase: match i.nocobase {
+            Some(nb) => Some(nb.state.clone()).filter(|st| *st != Default::default()),
+            None => i.previous.nocobase.clone(),
+        },
     };
 
     // 8. Next reconcile: the earliest of the next validation, retry, window or expiry.

@@ -27,6 +27,7 @@ pub mod fingerprint;
 pub mod inject;
 pub mod input;
 pub mod microsoft;
+pub mod nocobase;
 pub mod rbac;
 pub mod render;
 pub mod telemetry;

@@ -55,6 +55,8 @@ pub fn read(files: &[PathBuf]) -> Result<Inputs, String> {
 pub struct Rendered {
     pub documents: Vec<Value>,
     pub problems: Vec<String>,
+    /// The NocoBase variables that would be written (values redacted), as YAML comments.
+    pub nocobase: Vec<String>,
 }
 
 /// The secret's bytes from a Secret as written in a file (`stringData` or `data`).
@@ -74,6 +76,7 @@ fn secret_value(s: &Secret, key: &str) -> Option<Vec<u8>> {
 pub fn render(inputs: &Inputs) -> Rendered {
     let mut documents = vec![];
     let mut problems = vec![];
+    let mut nocobase = vec![];
     for mmi in &inputs.integrations {
         let ns = ns_of(mmi.metadata.namespace.as_ref());
         let name = mmi.name_any();
@@ -134,6 +137,31 @@ pub fn render(inputs: &Inputs) -> Rendered {
             m.retain(|_, v| !v.is_null());
         }
         documents.push(managed);
+        if let Some(nb) = &mmi.spec.nocobase {
+            let v = &nb.variables;
+            let app = nb
+                .app
+                .as_deref()
+                .map(|a| format!(", app {a}"))
+                .unwrap_or_default();
+            nocobase.push(format!(
+                "# NocoBase at {}{app}: Variables and secrets to write",
+                nb.url
+            ));
+            nocobase.push(format!(
+                "#   {} (default) = {}",
+                v.client_id, creds.client_id
+            ));
+            nocobase.push(format!(
+                "#   {} (default) = {}",
+                v.tenant_id, creds.tenant_id
+            ));
+            nocobase.push(format!(
+                "#   {} (secret) = <redacted; starts with {}>",
+                v.client_secret,
+                input::secret_hint(&creds.client_secret)
+            ));
+        }
         for (idx, t) in mmi.spec.targets.iter().enumerate() {
             let matched: Vec<&Deployment> = inputs
                 .deployments
@@ -159,6 +187,7 @@ pub fn render(inputs: &Inputs) -> Rendered {
     Rendered {
         documents,
         problems,
+        nocobase,
     }
 }
 
@@ -180,6 +209,9 @@ pub async fn run(files: &[PathBuf], validate: bool) -> ExitCode {
         return code;
     }
     let r = render(&inputs);
+    for line in &r.nocobase {
+        println!("{line}");
+    }
     for d in &r.documents {
         print!(
             "---\n{}",

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::sync::Arc;
 use wiremock::ResponseTemplate;
 
 struct Run {
@@ -314,4 +315,63 @@ async fn render_validate_asks_microsoft_first() {
         &String::from_utf8_lossy(&expired.stderr),
         &["Xr5Tq1Wk7Zm3Lp9Vb2Nc8Hd4Jf6Gy0Sa1Qe5UoP"],
     );
+}
+
+#[tokio::test]
+async fn check_reads_nocobase_variables_with_the_api_key() {
+    use common::nocobase_emu::{API_KEY as NOCOBASE_KEY, NocoBase};
+    let emu = Emulator::start().await;
+    emu.token(json_response(200, "token_success.json")).await;
+    let nocobase = NocoBase {
+        state: Arc::default(),
+        app: None,
+        plugin_enabled: true,
+    };
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path_regex("^/"))
+        .respond_with(nocobase)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("key");
+    std::fs::write(&good, NOCOBASE_KEY).unwrap();
+    let run = check(
+        Some(&emu),
+        TENANT,
+        SECRET,
+        &[
+            "--no-graph",
+            "--output",
+            "json",
+            "--nocobase-url",
+            &server.uri(),
+            "--nocobase-api-key-file",
+            good.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(json(&run)["nocobase"]["ok"], true);
+    assert_no_secret(&run.stdout, &[NOCOBASE_KEY]);
+
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "not-the-key").unwrap();
+    let run = check(
+        Some(&emu),
+        TENANT,
+        SECRET,
+        &[
+            "--no-graph",
+            "--output",
+            "json",
+            "--nocobase-url",
+            &server.uri(),
+            "--nocobase-api-key-file",
+            bad.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 4);
+    assert_eq!(json(&run)["nocobase"]["reason"], "ApiKeyRejected");
+    assert!(!run.stdout.contains("not-the-key"));
 }

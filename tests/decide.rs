@@ -98,6 +98,7 @@ impl Run {
             credentials: creds,
             attempt,
             injection: &InjectionReport::no_targets(),
+            nocobase: None,
         });
         // deciding again on its own output, at the same instant and later, changes nothing
         for later in [ts(now), ts(now) + SignedDuration::from_secs(1)] {
@@ -118,6 +119,7 @@ impl Run {
                 credentials: creds,
                 attempt: None,
                 injection: &InjectionReport::no_targets(),
+                nocobase: None,
             });
             assert_eq!(again.status, d.status, "not idempotent at {later}");
             assert!(

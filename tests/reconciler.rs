@@ -115,6 +115,7 @@ async fn harness() -> Harness {
         ),
         metrics,
         clock: clock_fn,
+        ca_bundle_pem: None,
     });
     Harness {
         api,
@@ -189,7 +190,7 @@ impl Harness {
             .unwrap()
             .iter()
             .find(|c| c["type"] == t)
-            .unwrap()
+            .unwrap_or_else(|| panic!("no condition {t} in {}", m["status"]))
             .clone();
         (
             c["status"].as_str().unwrap().into(),
@@ -779,4 +780,140 @@ async fn metrics_health_endpoints_and_no_secret_in_logs_or_metrics() {
         assert_no_secret(&e.to_string(), &[GOOD, GOOD2, BAD]);
     }
     assert_no_secret(&h.mmi("outlook").unwrap().to_string(), &[GOOD]);
+}
+
+#[tokio::test]
+async fn nocobase_variables_follow_validated_credentials_only() {
+    use common::nocobase_emu::{API_KEY as NOCOBASE_KEY, NocoBase};
+    let h = harness().await;
+    let nocobase = NocoBase {
+        state: Arc::default(),
+        app: None,
+        plugin_enabled: true,
+    };
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path_regex("^/"))
+        .respond_with(nocobase.clone())
+        .mount(&server)
+        .await;
+    let state = Arc::clone(&nocobase.state);
+    let var = move |n: &str| {
+        state
+            .lock()
+            .unwrap()
+            .vars
+            .get(n)
+            .map(|v| (v.kind.clone().unwrap_or_default(), v.value.clone()))
+    };
+    let refreshes = {
+        let state = Arc::clone(&nocobase.state);
+        move || state.lock().unwrap().refreshes
+    };
+
+    h.secret("entra", GOOD);
+    h.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nocobase-api-key", "namespace": NS},
+        "stringData": {"api-key": format!("{NOCOBASE_KEY}\n")}}));
+    h.integration("outlook", "entra", json!([]));
+    let mut m = h.mmi("outlook").unwrap();
+    m["spec"]["nocobase"] = json!({"url": server.uri(), "apiKeySecretRef": {"name": "nocobase-api-key"}, "deleteOnCleanup": true});
+    h.api.update(m);
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "NocoBaseSynced").1, "Synced");
+    assert_eq!(h.condition("outlook", "Ready").0, "True");
+    assert_eq!(
+        var("MICROSOFT_CLIENT_ID"),
+        Some(("default".into(), CLIENT.into()))
+    );
+    assert_eq!(
+        var("MICROSOFT_TENANT_ID"),
+        Some(("default".into(), TENANT.into()))
+    );
+    assert_eq!(
+        var("MICROSOFT_CLIENT_SECRET"),
+        Some(("secret".into(), GOOD.into()))
+    );
+    assert_eq!(refreshes(), 1);
+    assert!(
+        h.events()
+            .contains(&("Normal".to_owned(), "NocoBaseUpdated".to_owned()))
+    );
+
+    // unchanged: no write, no refresh, no Kubernetes write
+    h.api.clear_requests();
+    h.advance(3600);
+    h.reconcile("outlook").await;
+    assert_eq!((refreshes(), h.api.writes()), (1, 0));
+
+    // a rejected rotation changes nothing in NocoBase
+    h.rotate("entra", BAD);
+    h.settle("outlook").await;
+    assert_eq!(var("MICROSOFT_CLIENT_SECRET").unwrap().1, GOOD);
+    assert_eq!(refreshes(), 1);
+
+    // a valid rotation updates the secret variable once and refreshes once
+    h.rotate("entra", GOOD2);
+    h.settle("outlook").await;
+    assert_eq!(var("MICROSOFT_CLIENT_SECRET").unwrap().1, GOOD2);
+    assert_eq!(refreshes(), 2);
+    let status = h.mmi("outlook").unwrap()["status"]["nocobase"].clone();
+    assert_no_secret(&status.to_string(), &[GOOD, GOOD2, NOCOBASE_KEY]);
+    assert_no_secret_in_requests(&h.api);
+
+    // a wrong API key is a precise reason, and Ready says so
+    let mut k = h.api.get("v1", "Secret", NS, "nocobase-api-key").unwrap();
+    k["data"]["api-key"] = json!("d3Jvbmc=");
+    h.api.update(k);
+    h.rotate("entra", GOOD);
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "NocoBaseSynced").1, "ApiKeyRejected");
+    assert_eq!(h.condition("outlook", "Ready").1, "ApiKeyRejected");
+
+    // deletion with deleteOnCleanup removes the operator's variables
+    let mut k = h.api.get("v1", "Secret", NS, "nocobase-api-key").unwrap();
+    k["data"]["api-key"] = json!(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        NOCOBASE_KEY
+    ));
+    h.api.update(k);
+    h.settle("outlook").await;
+    let api: Api<MicrosoftMailIntegration> = Api::namespaced(h.api.client(), NS);
+    api.delete("outlook", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.settle("outlook").await;
+    assert!(h.mmi("outlook").is_none());
+    assert_eq!(
+        var("MICROSOFT_CLIENT_SECRET"),
+        None,
+        "deleted on cleanup (opted in)"
+    );
+    assert_rbac_covers_after_user_actions(&h.api);
+}
+
+/// RBAC coverage, ignoring the test's own user actions (deleting the integration).
+fn assert_rbac_covers_after_user_actions(api: &FakeApi) {
+    let operator_only = FakeApi::new();
+    let _ = operator_only;
+    let rules: Vec<_> = WATCHED_NAMESPACE_RULES
+        .iter()
+        .chain(LEADER_ELECTION_RULES)
+        .collect();
+    for r in api
+        .requests()
+        .into_iter()
+        .filter(|r| !(r.verb == "delete" && r.resource == "microsoftmailintegrations"))
+    {
+        let resource = r
+            .subresource
+            .as_ref()
+            .map_or(r.resource.clone(), |s| format!("{}/{s}", r.resource));
+        assert!(
+            rules.iter().any(|rule| rule.api_group == r.api_group
+                && rule.resource == resource
+                && rule.verbs.contains(&r.verb.as_str())),
+            "RBAC lacks {} on {}/{resource}",
+            r.verb,
+            r.api_group
+        );
+    }
 }

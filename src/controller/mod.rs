@@ -51,7 +51,7 @@ pub fn context(
     instance: String,
 ) -> Result<Arc<Context>, String> {
     let opts = ClientOptions {
-        ca_bundle_pem,
+        ca_bundle_pem: ca_bundle_pem.clone(),
         observer: Some(metrics.request_observer()),
         ..Default::default()
     };
@@ -74,6 +74,7 @@ pub fn context(
         ),
         metrics,
         clock,
+        ca_bundle_pem,
     }))
 }
 
@@ -91,7 +92,12 @@ pub fn integrations_for_secret(
         .iter()
         .filter(|m| {
             m.namespace() == ns
-                && (m.spec.client_secret_ref.name == name || Some(m.name_any()) == managed_by)
+                && (m.spec.client_secret_ref.name == name
+                    || Some(m.name_any()) == managed_by
+                    || m.spec
+                        .nocobase
+                        .as_ref()
+                        .is_some_and(|nb| nb.api_key_secret_ref.name == name))
         })
         .map(|m| ObjectRef::from_obj(m.as_ref()))
         .collect()

@@ -15,19 +15,22 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::validations::ValidationCache;
 use crate::api::{
-    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, Rollout,
+    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
 };
-use crate::decide::{CredentialCheck, InjectionReport, Inputs, decide, validation_due};
+use crate::decide::{
+    CredentialCheck, InjectionReport, Inputs, NocoBaseReport, decide, validation_due,
+};
 use crate::fingerprint::fingerprint;
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
 use crate::input::{self, Credentials, RawCredentials};
 use crate::microsoft::{Outcome, Verdict};
+use crate::nocobase::{self, DesiredVar, NocoBaseClient, NocoBaseOptions, SyncedState, VarKind};
 use crate::telemetry::Metrics;
 
 /// Removes the operator's env entries and annotation from Deployments before the
@@ -43,6 +46,8 @@ pub struct Context {
     pub validations: ValidationCache,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Extra PEM CAs trusted for NocoBase too (`--ca-bundle`).
+    pub ca_bundle_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +201,21 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         attempt.as_ref(),
     )
     .await?;
+    let nocobase = match &mmi.spec.nocobase {
+        Some(nb) => Some(
+            sync_nocobase(
+                mmi,
+                nb,
+                ctx,
+                &previous,
+                &check,
+                creds.as_ref(),
+                attempt.as_ref(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let d = decide(&Inputs {
         spec: &mmi.spec,
         generation: mmi.metadata.generation,
@@ -204,6 +224,7 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         credentials: &check,
         attempt: attempt.as_ref(),
         injection: &injection,
+        nocobase: nocobase.as_ref(),
     });
 
     if mmi.status.as_ref() != Some(&d.status) {
@@ -239,7 +260,16 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         }
     }
     ctx.metrics.set_integration(&ns, &name, &d.status);
-    Ok(Action::requeue(d.requeue_after))
+    // a NocoBase that is down or restarting is asked again soon, not at the next validation
+    let nocobase_retry = nocobase.as_ref().is_some_and(|nb| {
+        nb.status == "False" && nocobase::SyncError::new(nocobase_reason(&nb.reason), "").transient
+    });
+    let requeue = if nocobase_retry {
+        d.requeue_after.min(Duration::from_secs(30))
+    } else {
+        d.requeue_after
+    };
+    Ok(Action::requeue(requeue))
 }
 
 /// Whether Microsoft accepted the credentials now in the Secret, folding a fresh attempt
@@ -420,6 +450,167 @@ async fn inject_targets(
     })
 }
 
+/// Reads the NocoBase API key from its Secret.
+async fn nocobase_client(
+    mmi: &MicrosoftMailIntegration,
+    nb: &NocoBaseSync,
+    ctx: &Context,
+) -> Result<Result<NocoBaseClient, (String, String)>, Error> {
+    let ns = mmi.namespace().unwrap_or_default();
+    let r = &nb.api_key_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(secret) = secrets.get_opt(&r.name).await? else {
+        return Ok(Err((
+            "ApiKeySecretNotFound".into(),
+            format!(
+                "Secret {ns}/{} with the NocoBase API key does not exist.",
+                r.name
+            ),
+        )));
+    };
+    let Some(key) = secret.data.unwrap_or_default().remove(&r.key) else {
+        return Ok(Err((
+            "ApiKeySecretKeyNotFound".into(),
+            format!(
+                "Secret {ns}/{} has no key {} for the NocoBase API key.",
+                r.name, r.key
+            ),
+        )));
+    };
+    let Ok(key) = String::from_utf8(key.0) else {
+        return Ok(Err((
+            "ApiKeyRejected".into(),
+            format!(
+                "The NocoBase API key in Secret {ns}/{} is not text.",
+                r.name
+            ),
+        )));
+    };
+    let opts = NocoBaseOptions {
+        observer: Some(ctx.metrics.request_observer()),
+        ca_bundle_pem: ctx.ca_bundle_pem.clone(),
+        ..Default::default()
+    };
+    Ok(
+        NocoBaseClient::new(&nb.url, SecretString::from(key), nb.app.clone(), opts)
+            .map_err(|e| ("InvalidNocoBaseSettings".into(), e)),
+    )
+}
+
+/// Writes the validated configuration into NocoBase's Variables and secrets. Only
+/// credentials Microsoft accepted (or, opted in, not judged yet) are ever written.
+async fn sync_nocobase(
+    mmi: &MicrosoftMailIntegration,
+    nb: &NocoBaseSync,
+    ctx: &Context,
+    previous: &MicrosoftMailIntegrationStatus,
+    check: &CredentialCheck,
+    creds: Option<&Credentials>,
+    attempt: Option<&Verdict>,
+) -> Result<NocoBaseReport, Error> {
+    let state = previous.nocobase.clone().unwrap_or_default();
+    let report =
+        |status: &'static str, reason: &str, message: String, state: SyncedState, writes: usize| {
+            NocoBaseReport {
+                status,
+                reason: reason.into(),
+                message,
+                state,
+                writes,
+            }
+        };
+    let (CredentialCheck::Ready { fingerprint }, Some(c)) = (check, creds) else {
+        return Ok(report(
+            "Unknown",
+            "AwaitingValidCredentials",
+            "Nothing is written to NocoBase until Microsoft accepts the credentials.".into(),
+            state,
+            0,
+        ));
+    };
+    let outcome = current_outcome(previous, fingerprint, attempt);
+    if !(outcome == Some(Outcome::Valid) || (mmi.spec.inject_unverified && outcome.is_none())) {
+        let message = if state.variables.is_empty() {
+            "Nothing is written to NocoBase until Microsoft accepts the credentials.".to_owned()
+        } else {
+            "The credentials now in the Secret are not confirmed by Microsoft; NocoBase keeps the previously validated ones.".to_owned()
+        };
+        let status = if state.variables.is_empty() {
+            "Unknown"
+        } else {
+            "True"
+        };
+        return Ok(report(
+            status,
+            "AwaitingValidCredentials",
+            message,
+            state,
+            0,
+        ));
+    }
+    let client = match nocobase_client(mmi, nb, ctx).await? {
+        Ok(c) => c,
+        Err((reason, message)) => return Ok(report("False", &reason, message, state, 0)),
+    };
+    let key = mmi.uid().unwrap_or_default();
+    let v = &nb.variables;
+    let desired = [
+        DesiredVar::new(
+            v.client_id.clone(),
+            VarKind::Default,
+            SecretString::from(c.client_id.clone()),
+            key.as_bytes(),
+        ),
+        DesiredVar::new(
+            v.tenant_id.clone(),
+            VarKind::Default,
+            SecretString::from(c.tenant_id.clone()),
+            key.as_bytes(),
+        ),
+        DesiredVar::new(
+            v.client_secret.clone(),
+            VarKind::Secret,
+            c.client_secret.clone(),
+            key.as_bytes(),
+        ),
+    ];
+    let out = nocobase::sync(&client, &desired, &state).await;
+    if out.ok {
+        if out.writes > 0 {
+            info!(
+                writes = out.writes,
+                refreshed = out.refreshed,
+                "NocoBase variables updated"
+            );
+        }
+        let names = [
+            v.client_id.as_str(),
+            v.tenant_id.as_str(),
+            v.client_secret.as_str(),
+        ]
+        .join(", ");
+        Ok(report(
+            "True",
+            "Synced",
+            format!(
+                "NocoBase holds the validated configuration in the variables {names} ({}).",
+                nb.url
+            ),
+            out.state,
+            out.writes,
+        ))
+    } else {
+        warn!(reason = out.reason, "NocoBase sync failed");
+        Ok(report(
+            "False",
+            out.reason.unwrap_or("UnexpectedResponse"),
+            out.message,
+            out.state,
+            out.writes,
+        ))
+    }
+}
+
 async fn release(deployments: &Api<Deployment>, ns: &str, name: &str) -> Result<(), Error> {
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     match deployments
@@ -458,7 +649,37 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
     for n in &names {
         release(&deployments, &ns, n).await?;
     }
+    if let (Some(nb), Some(state)) = (
+        &mmi.spec.nocobase,
+        mmi.status.as_ref().and_then(|s| s.nocobase.as_ref()),
+    ) && nb.delete_on_cleanup
+    {
+        match nocobase_client(mmi, nb, ctx).await? {
+            Ok(client) => match nocobase::cleanup(&client, state, true).await {
+                Ok(done) => {
+                    info!(deleted = ?done.deleted, "deleted the operator's NocoBase variables")
+                }
+                // NocoBase gone for good must not hold the integration forever: say so and go on
+                Err(e) => {
+                    warn!(reason = e.reason, error = %e.message, "could not delete the operator's NocoBase variables; delete them by hand")
+                }
+            },
+            Err((reason, message)) => warn!(
+                reason,
+                message, "could not delete the operator's NocoBase variables; delete them by hand"
+            ),
+        }
+    }
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");
     Ok(Action::await_change())
+}
+
+/// The static reason matching a report's reason (for its transient flag).
+fn nocobase_reason(r: &str) -> &'static str {
+    nocobase::reason::ALL
+        .iter()
+        .find(|x| **x == r)
+        .copied()
+        .unwrap_or("Other")
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 pub mod fake_api;
+pub mod nocobase_emu;
 
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};

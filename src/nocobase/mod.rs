@@ -1,0 +1,87 @@
+//! Everything about NocoBase's "Variables and secrets" (`@nocobase/plugin-environment-variables`):
+//! the REST client ([`client`], the only NocoBase I/O) and the pure sync plan plus the sync
+//! sequence built on it ([`sync`]).
+//!
+//! The operator writes the validated Microsoft credentials into three NocoBase variables
+//! (client ID and tenant ID of type `default`, client secret of type `secret`), which the
+//! email manager's settings reference as `{{$env.NAME}}`; `app:refresh` applies a change
+//! without restarting the pod. See `docs/nocobase.md`.
+
+pub mod client;
+pub mod sync;
+
+pub use client::{Listed, NocoBaseClient, NocoBaseOptions, SyncError, VarKind, VarWrite};
+pub use sync::{
+    CleanupOutcome, Conflict, Desired, DesiredVar, Plan, Step, StepAction, SyncOutcome,
+    SyncedState, SyncedVariable, cleanup, cleanup_plan, plan, sync, value_fingerprint,
+};
+
+/// Machine-readable reasons of a failed sync (status conditions, Events, metrics).
+pub mod reason {
+    /// No HTTP answer (DNS, connection refused, TLS, timeout) or HTTP 5xx/429: NocoBase is
+    /// down, starting or restarting. Transient.
+    pub const NOCOBASE_UNREACHABLE: &str = "NocoBaseUnreachable";
+    /// HTTP 401 (key wrong, expired, revoked) or 403 (the key's role may not manage
+    /// variables or refresh the app).
+    pub const API_KEY_REJECTED: &str = "ApiKeyRejected";
+    /// HTTP 404 on `environmentVariables:*`: the "Variables and secrets" plugin is not
+    /// enabled, or the URL is not NocoBase's root.
+    pub const PLUGIN_MISSING: &str = "PluginMissing";
+    /// HTTP 404 from NocoBase's gateway with `APP_NOT_FOUND`: no application of that name
+    /// (`spec.nocobase.app`, sent as `X-App`).
+    pub const APP_NOT_FOUND: &str = "AppNotFound";
+    /// A variable name NocoBase refuses (`^[A-Za-z][A-Za-z0-9_]*$`), or one name used for
+    /// two variables. Detected before sending when possible, or from NocoBase's HTTP 400.
+    pub const INVALID_VARIABLE_NAME: &str = "InvalidVariableName";
+    /// HTTP 400 "name already exists" on create: somebody created the variable after the
+    /// operator listed them. Transient: the next sync sees it and updates or reports a
+    /// type conflict.
+    pub const VARIABLE_EXISTS: &str = "VariableExists";
+    /// A variable of the wanted name exists with the other type (`default` vs `secret`).
+    /// The operator never changes a variable's type; nothing is written.
+    pub const VARIABLE_TYPE_CONFLICT: &str = "VariableTypeConflict";
+    /// Any other answer: unreadable or non-NocoBase body, an unexpected status, a write
+    /// that did not show up when read back. Transient.
+    pub const UNEXPECTED_RESPONSE: &str = "UnexpectedResponse";
+
+    /// Every reason, for documentation and tests.
+    pub const ALL: &[&str] = &[
+        NOCOBASE_UNREACHABLE,
+        API_KEY_REJECTED,
+        PLUGIN_MISSING,
+        APP_NOT_FOUND,
+        INVALID_VARIABLE_NAME,
+        VARIABLE_EXISTS,
+        VARIABLE_TYPE_CONFLICT,
+        UNEXPECTED_RESPONSE,
+    ];
+}
+
+/// Longest name NocoBase stores (`name` is a `string` field, `VARCHAR(255)`).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Whether NocoBase accepts `name` as a variable name: `VAR_NAME_RE` of the plugin,
+/// `^[A-Za-z][A-Za-z0-9_]*$`, at most 255 characters.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_NAME_LEN
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_follow_the_plugin_pattern() {
+        for ok in ["MICROSOFT_CLIENT_ID", "a", "A1_", "x_y_Z9"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "_A", "A-B", "A B", "Ä", "A.B", "$env"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        assert!(valid_name(&"A".repeat(255)));
+        assert!(!valid_name(&"A".repeat(256)));
+    }
+}
