@@ -22,6 +22,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin nocobase-mail-operator \
     && install -D -m 0755 target/release/nocobase-mail-operator /out/nocobase-mail-operator \
+    && strip /out/nocobase-mail-operator \
     && /out/nocobase-mail-operator --version
 
 FROM gcr.io/distroless/cc-debian12:nonroot
