@@ -403,3 +403,57 @@ async fn malformed_answers_are_unexpected_not_rejections() {
         );
     }
 }
+
+/// Codes without a collected body: Microsoft's envelope from a real fixture, with the code
+/// and sentence of the error-codes reference page swapped in.
+fn shaped_like_microsoft(code: i64, error: &str, sentence: &str) -> Vec<u8> {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("aadsts700016.json")).unwrap();
+    // keep Microsoft's own "Trace ID: ... Correlation ID: ... Timestamp: ..." tail
+    let description = body["error_description"].as_str().unwrap().to_owned();
+    let tail = &description[description.find("Trace ID:").unwrap()..];
+    body["error"] = serde_json::json!(error);
+    body["error_codes"] = serde_json::json!([code]);
+    body["error_description"] = serde_json::json!(format!("AADSTS{code}: {sentence} {tail}"));
+    body["error_uri"] = serde_json::json!(format!(
+        "https://login.microsoftonline.com/error?code={code}"
+    ));
+    serde_json::to_vec(&body).unwrap()
+}
+
+#[tokio::test]
+async fn unknown_authority_and_codes_not_in_the_table() {
+    for (code, error, sentence, want) in [
+        (
+            50049,
+            "invalid_request",
+            "Unknown or invalid instance.",
+            reason::UNKNOWN_AUTHORITY,
+        ),
+        (
+            9999999,
+            "invalid_client",
+            "A refusal this operator has never seen.",
+            reason::REJECTED_BY_MICROSOFT,
+        ),
+    ] {
+        let emu = Emulator::start().await;
+        emu.token(
+            ResponseTemplate::new(400).set_body_bytes(shaped_like_microsoft(code, error, sentence)),
+        )
+        .await;
+        let v = validate_with(&emu, SECRET, true).await;
+        assert_eq!(
+            (v.outcome, v.reason, v.aadsts_code),
+            (Outcome::Rejected, Some(want), Some(code))
+        );
+        if want == reason::REJECTED_BY_MICROSOFT {
+            assert!(
+                v.message.contains(sentence),
+                "Microsoft's own sentence is quoted: {}",
+                v.message
+            );
+            assert!(!v.message.contains("Trace ID"), "without the trace tail");
+        }
+    }
+}
