@@ -9,6 +9,7 @@
 //! - [`fingerprint`]: keyed fingerprints of credentials.
 //! - [`inject`]: the pure injection plan (Deployment + configuration -> apply patch).
 //! - [`controller`]: Kubernetes I/O: the reconciler, watches, leader election, /metrics.
+//! - [`http`]: the outbound HTTP client shared by the Microsoft and NocoBase clients.
 //! - [`input`]: pure checks of tenant, client ID and secret, before anything is sent.
 //! - [`microsoft`]: the token request and Graph read, and the pure reading of their answers.
 //! - [`check`]: the `check` command's report.
@@ -24,6 +25,7 @@ pub mod crdgen;
 pub mod decide;
 pub mod expiry;
 pub mod fingerprint;
+pub mod http;
 pub mod inject;
 pub mod input;
 pub mod microsoft;

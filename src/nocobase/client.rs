@@ -320,25 +320,11 @@ impl NocoBaseClient {
             ));
         }
 
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(opts.connect_timeout)
-            .timeout(opts.request_timeout)
-            .user_agent(concat!(
-                "nocobase-mail-operator/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = &opts.ca_bundle_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("CA bundle is not valid PEM: {e}"))?;
-            if certs.is_empty() {
-                return Err("CA bundle holds no certificate".into());
-            }
-            b = b.tls_certs_merge(certs);
-        }
-        let http = b
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = crate::http::client(
+            opts.connect_timeout,
+            opts.request_timeout,
+            opts.ca_bundle_pem.as_deref(),
+        )?;
         Ok(Self {
             http,
             api: url,
