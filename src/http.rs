@@ -28,3 +28,23 @@ pub fn client(
     b.build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
+
+/// Whether a request failed in the TLS handshake (untrusted certificate, ...), as opposed
+/// to DNS, connection or timeout problems.
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        // io::Error::source() skips the error it wraps, so step into it explicitly.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
+}

@@ -61,6 +61,23 @@ pub struct RawCredentials<'a> {
     pub graph_host: Option<&'a str>,
 }
 
+impl<'a> RawCredentials<'a> {
+    /// The resource's IDs and hosts with the secret's bytes as stored.
+    pub fn from_spec(
+        spec: &'a crate::api::MicrosoftMailIntegrationSpec,
+        client_secret: &'a [u8],
+    ) -> Self {
+        Self {
+            tenant_id: &spec.tenant_id,
+            client_id: &spec.client_id,
+            client_secret,
+            cloud: spec.cloud,
+            authority_host: spec.authority_host.as_deref(),
+            graph_host: spec.graph_host.as_deref(),
+        }
+    }
+}
+
 /// Checks the input and returns credentials ready to send, or the first problem found.
 ///
 /// Surrounding whitespace and line breaks around the secret (the usual accident of

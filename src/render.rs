@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::api::MicrosoftMailIntegration;
 use crate::fingerprint::fingerprint;
 use crate::inject;
-use crate::input::{self, RawCredentials};
+use crate::input::{self, Credentials, RawCredentials};
 
 /// Objects read from the files.
 #[derive(Default)]
@@ -73,6 +73,22 @@ fn secret_value(s: &Secret, key: &str) -> Option<Vec<u8>> {
         })
 }
 
+/// The integration's credentials from the Secret in the files, checked as the controller
+/// checks them; or what is missing or wrong, for a problem line.
+fn credentials_for(inputs: &Inputs, mmi: &MicrosoftMailIntegration) -> Result<Credentials, String> {
+    let ns = ns_of(mmi.metadata.namespace.as_ref());
+    let r = &mmi.spec.client_secret_ref;
+    let secret = inputs
+        .secrets
+        .iter()
+        .find(|s| ns_of(s.metadata.namespace.as_ref()) == ns && s.name_any() == r.name)
+        .ok_or_else(|| format!("Secret {ns}/{} is not in the files", r.name))?;
+    let value = secret_value(secret, &r.key)
+        .ok_or_else(|| format!("Secret {ns}/{} has no key {}", r.name, r.key))?;
+    input::check(&RawCredentials::from_spec(&mmi.spec, &value))
+        .map_err(|p| format!("{} ({})", p.message, p.reason))
+}
+
 pub fn render(inputs: &Inputs) -> Rendered {
     let mut documents = vec![];
     let mut problems = vec![];
@@ -81,33 +97,10 @@ pub fn render(inputs: &Inputs) -> Rendered {
         let ns = ns_of(mmi.metadata.namespace.as_ref());
         let name = mmi.name_any();
         let who = format!("MicrosoftMailIntegration {ns}/{name}");
-        let r = &mmi.spec.client_secret_ref;
-        let Some(secret) = inputs
-            .secrets
-            .iter()
-            .find(|s| ns_of(s.metadata.namespace.as_ref()) == ns && s.name_any() == r.name)
-        else {
-            problems.push(format!("{who}: Secret {ns}/{} is not in the files", r.name));
-            continue;
-        };
-        let Some(value) = secret_value(secret, &r.key) else {
-            problems.push(format!(
-                "{who}: Secret {ns}/{} has no key {}",
-                r.name, r.key
-            ));
-            continue;
-        };
-        let creds = match input::check(&RawCredentials {
-            tenant_id: &mmi.spec.tenant_id,
-            client_id: &mmi.spec.client_id,
-            client_secret: &value,
-            cloud: mmi.spec.cloud,
-            authority_host: mmi.spec.authority_host.as_deref(),
-            graph_host: mmi.spec.graph_host.as_deref(),
-        }) {
+        let creds = match credentials_for(inputs, mmi) {
             Ok(c) => c,
-            Err(p) => {
-                problems.push(format!("{who}: {} ({})", p.message, p.reason));
+            Err(problem) => {
+                problems.push(format!("{who}: {problem}"));
                 continue;
             }
         };
@@ -240,23 +233,12 @@ async fn validate_first(inputs: &Inputs) -> Option<ExitCode> {
     };
     for mmi in &inputs.integrations {
         let ns = ns_of(mmi.metadata.namespace.as_ref());
-        let r = &mmi.spec.client_secret_ref;
-        let value = inputs
-            .secrets
-            .iter()
-            .find(|s| ns_of(s.metadata.namespace.as_ref()) == ns && s.name_any() == r.name)
-            .and_then(|s| secret_value(s, &r.key))
-            .unwrap_or_default();
-        let verdict = match input::check(&RawCredentials {
-            tenant_id: &mmi.spec.tenant_id,
-            client_id: &mmi.spec.client_id,
-            client_secret: &value,
-            cloud: mmi.spec.cloud,
-            authority_host: mmi.spec.authority_host.as_deref(),
-            graph_host: mmi.spec.graph_host.as_deref(),
-        }) {
+        let verdict = match credentials_for(inputs, mmi) {
             Ok(c) => client.validate(&c, false).await,
-            Err(p) => p.into(),
+            Err(problem) => {
+                eprintln!("{ns}/{}: {problem}", mmi.name_any());
+                return Some(ExitCode::from(2));
+            }
         };
         if verdict.outcome != crate::microsoft::Outcome::Valid {
             eprint!(

@@ -138,14 +138,7 @@ async fn read_credentials(
             ),
         );
     };
-    let checked = input::check(&RawCredentials {
-        tenant_id: &mmi.spec.tenant_id,
-        client_id: &mmi.spec.client_id,
-        client_secret: &value.0,
-        cloud: mmi.spec.cloud,
-        authority_host: mmi.spec.authority_host.as_deref(),
-        graph_host: mmi.spec.graph_host.as_deref(),
-    });
+    let checked = input::check(&RawCredentials::from_spec(&mmi.spec, &value.0));
     match checked {
         Err(p) => problem(p.reason, p.message),
         Ok(creds) => {
@@ -261,9 +254,7 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
     }
     ctx.metrics.set_integration(&ns, &name, &d.status);
     // a NocoBase that is down or restarting is asked again soon, not at the next validation
-    let nocobase_retry = nocobase.as_ref().is_some_and(|nb| {
-        nb.status == "False" && nocobase::SyncError::new(nocobase_reason(&nb.reason), "").transient
-    });
+    let nocobase_retry = nocobase.as_ref().is_some_and(|nb| nb.retry_soon);
     let requeue = if nocobase_retry {
         d.requeue_after.min(Duration::from_secs(30))
     } else {
@@ -517,6 +508,7 @@ async fn sync_nocobase(
                 message,
                 state,
                 writes,
+                retry_soon: false,
             }
         };
     let (CredentialCheck::Ready { fingerprint }, Some(c)) = (check, creds) else {
@@ -601,13 +593,16 @@ async fn sync_nocobase(
         ))
     } else {
         warn!(reason = out.reason, "NocoBase sync failed");
-        Ok(report(
-            "False",
-            out.reason.unwrap_or("UnexpectedResponse"),
-            out.message,
-            out.state,
-            out.writes,
-        ))
+        Ok(NocoBaseReport {
+            retry_soon: out.transient,
+            ..report(
+                "False",
+                out.reason.unwrap_or("UnexpectedResponse"),
+                out.message,
+                out.state,
+                out.writes,
+            )
+        })
     }
 }
 
@@ -673,13 +668,4 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");
     Ok(Action::await_change())
-}
-
-/// The static reason matching a report's reason (for its transient flag).
-fn nocobase_reason(r: &str) -> &'static str {
-    nocobase::reason::ALL
-        .iter()
-        .find(|x| **x == r)
-        .copied()
-        .unwrap_or("Other")
 }

@@ -233,7 +233,7 @@ fn transport_failure(e: &reqwest::Error, host: &str) -> Verdict {
         return Verdict::unavailable(reason::TIMEOUT, format!("Microsoft did not answer in time ({host})."))
             .with_hint("Check egress from the cluster to the login host (firewall, proxy); the operator will try again.");
     }
-    if is_tls_error(e) {
+    if crate::http::is_tls_error(e) {
         return Verdict::unavailable(
             reason::TLS_ERROR,
             format!("The TLS connection to {host} failed: its certificate is not trusted or the handshake failed."),
@@ -247,22 +247,4 @@ fn transport_failure(e: &reqwest::Error, host: &str) -> Verdict {
     };
     Verdict::unavailable(reason::NETWORK_ERROR, format!("The operator {kind} {host}."))
         .with_hint("Check DNS, egress rules and HTTPS_PROXY/NO_PROXY for the login host; the operator will try again.")
-}
-
-fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        // io::Error::source() skips the error it wraps, so step into it explicitly.
-        cur = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
-    }
-    false
 }

@@ -672,7 +672,7 @@ impl NocoBaseClient {
                 "NocoBase at {base} did not answer {action} within {} s. Check that NocoBase is running and reachable from the operator (Service, NetworkPolicy, HTTPS_PROXY/NO_PROXY); the operator will try again",
                 self.request_timeout.as_secs_f32()
             )
-        } else if is_tls_error(e) {
+        } else if crate::http::is_tls_error(e) {
             format!(
                 "the TLS connection to NocoBase at {base} failed: its certificate is not trusted or the handshake failed. Give the CA that signed it to the operator (the chart's caBundle value)"
             )
@@ -703,24 +703,6 @@ fn timestamp(v: serde_json::Value) -> Option<String> {
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
-}
-
-fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        // io::Error::source() skips the error it wraps, so step into it explicitly.
-        cur = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
-    }
-    false
 }
 
 #[cfg(test)]
