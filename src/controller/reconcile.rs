@@ -340,6 +340,11 @@ async fn inject_targets(
         }
     }
 
+    // Nothing targeted now or before: no Deployment to read.
+    if mmi.spec.targets.is_empty() && previous.injected.is_empty() {
+        return Ok(InjectionReport::no_targets());
+    }
+
     // 2. Deployments no longer targeted give back what the operator owns.
     let all = deployments.list(&ListParams::default()).await?.items;
     let targeted = |d: &Deployment| mmi.spec.targets.iter().any(|t| inject::selects(t, d));
