@@ -70,6 +70,24 @@ pub struct EventSpec {
     pub action: &'static str,
 }
 
+/// The API server refuses an Event whose note is longer than this many bytes
+/// (`events.k8s.io/v1`, `NoteLengthLimit`).
+pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
+/// `note` cut to [`EVENT_NOTE_MAX_BYTES`] at a character boundary: a message in a language
+/// written outside ASCII takes two to four bytes per character, and an Event over the limit
+/// is refused whole.
+pub fn event_note(note: &str) -> String {
+    if note.len() <= EVENT_NOTE_MAX_BYTES {
+        return note.to_owned();
+    }
+    let mut end = EVENT_NOTE_MAX_BYTES - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
+
 pub struct Inputs<'a> {
     pub spec: &'a MicrosoftMailIntegrationSpec,
     pub generation: Option<i64>,

@@ -891,3 +891,30 @@ async fn nocobase_variables_follow_validated_credentials_only() {
     );
     assert_rbac_covers(&h.api);
 }
+
+#[tokio::test]
+async fn a_long_non_ascii_microsoft_message_still_makes_its_event() {
+    let h = harness().await;
+    const OTHER: &str = "Hk2Pv7Wq4Zm9Xc1Rt6Ly3Nb8Jf5Gd0Ss7Ea2UoT";
+    // an unknown code: Microsoft's own sentence is the message, here 700 Cyrillic
+    // characters (1,400 bytes), over the API server's 1,024-byte limit for a note
+    let description = format!("AADSTS123456: {}", "Ж".repeat(700));
+    let body = json!({"error": "invalid_client", "error_description": description, "error_codes": [123456]});
+    h.emu
+        .token_for_secret(OTHER, ResponseTemplate::new(400).set_body_json(body))
+        .await;
+    h.secret("entra", OTHER);
+    h.integration("outlook", "entra", json!([]));
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Ready").1, "RejectedByMicrosoft");
+    let events = h.api.list("events.k8s.io/v1", "Event", NS);
+    let note = events
+        .iter()
+        .find(|e| e["reason"] == "RejectedByMicrosoft")
+        .unwrap_or_else(|| panic!("no Event recorded: {events:?}"))["note"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(note.len() <= 1024, "{} bytes", note.len());
+    assert!(note.contains("ЖЖЖ") && note.ends_with('…'), "{note}");
+}

@@ -24,7 +24,7 @@ use crate::api::{
     InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
 };
 use crate::decide::{
-    CredentialCheck, InjectionReport, Inputs, NocoBaseReport, decide, validation_due,
+    CredentialCheck, InjectionReport, Inputs, NocoBaseReport, decide, event_note, validation_due,
 };
 use crate::fingerprint::fingerprint;
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
@@ -243,7 +243,7 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
                 EventType::Normal
             },
             reason: e.reason.clone(),
-            note: Some(e.note.chars().take(1000).collect()),
+            note: Some(event_note(&e.note)),
             action: e.action.into(),
             secondary: None,
         };

@@ -1186,6 +1186,7 @@ impl State {
             )
             .with_details(&name, t));
         }
+        self.admit_create(t, &name, &body)?;
         self.autoregister(t, &body);
         fill_type(&mut body, t);
         if let Some(m) = body["metadata"].as_object_mut() {
@@ -1471,6 +1472,8 @@ impl State {
         managers.retain(|_, s| !s.is_empty());
 
         if created {
+            // an apply to a missing object is a create, validated like one
+            self.admit_create(t, &name, &merged)?;
             Ok((
                 self.create_entry(&gr, t.ns(), &name, merged, managers),
                 true,
@@ -1481,6 +1484,63 @@ impl State {
                 false,
             ))
         }
+    }
+
+    /// What a real API server refuses on create (POST, or an apply to a missing object):
+    /// anything in a namespace being deleted (403), a Deployment without selector or pod
+    /// template (422), an `events.k8s.io` Event whose note is over 1,024 bytes (422).
+    fn admit_create(&self, t: &Target, name: &str, obj: &Value) -> Result<(), ApiErr> {
+        let terminating = |ns: &str| {
+            self.entry(&(String::new(), "namespaces".into()), "", ns)
+                .is_some_and(|e| {
+                    !e.obj["metadata"]["deletionTimestamp"].is_null()
+                        || e.obj["status"]["phase"] == "Terminating"
+                })
+        };
+        if let Some(ns) = t.namespace.as_deref().filter(|ns| terminating(ns)) {
+            return Err(ApiErr::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace \
+                     {ns} because it is being terminated",
+                    qualified(t)
+                ),
+            )
+            .with_details(name, t));
+        }
+        let invalid = |kind: &str, field: &str, what: &str| {
+            Err(ApiErr::new(
+                422,
+                "Invalid",
+                format!("{kind} \"{name}\" is invalid: {field}: {what}"),
+            )
+            .with_details(name, t))
+        };
+        if t.group == "apps" && t.resource == "deployments" {
+            if obj["spec"]["selector"].is_null() {
+                return invalid("Deployment.apps", "spec.selector", "Required value");
+            }
+            if obj["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                return invalid(
+                    "Deployment.apps",
+                    "spec.template.spec.containers",
+                    "Required value",
+                );
+            }
+        }
+        let note = obj["note"].as_str().unwrap_or_default();
+        if t.group == "events.k8s.io" && note.len() > 1024 {
+            return invalid(
+                "Event.events.k8s.io",
+                "note",
+                "Too long: may not be more than 1024 bytes",
+            );
+        }
+        Ok(())
     }
 
     fn autoregister(&mut self, t: &Target, body: &Value) {
