@@ -15,6 +15,7 @@ use crate::api::{
     MicrosoftMailIntegrationStatus, SecretExpiryStatus, condition,
 };
 use crate::expiry::{self, Stage};
+use crate::microsoft::classify::MAX_RETRY_AFTER;
 use crate::microsoft::{Outcome, Verdict};
 
 /// What reading the referenced Secret gave.
@@ -140,17 +141,17 @@ pub fn validation_due(
         .last_validation
         .as_ref()
         .filter(|l| same(&l.credentials_fingerprint))?;
-    let due = parse_ts(&last.time)? + interval(spec);
+    let due = expiry::add_saturating(parse_ts(&last.time)?, interval(spec));
     (due > now).then_some(due)
 }
 
 /// Backoff for retries after an Unavailable answer: 30 s doubling to 10 min, never sooner
-/// than Microsoft's Retry-After.
+/// than Microsoft's Retry-After (itself at most an hour, whatever the header said).
 pub fn retry_delay(failures: i32, retry_after: Option<Duration>) -> SignedDuration {
     let exp = 30i64
         .saturating_mul(1i64 << (failures.clamp(1, 6) - 1))
         .min(600);
-    let ra = retry_after.map_or(0, |d| d.as_secs() as i64);
+    let ra = retry_after.map_or(0, |d| d.min(MAX_RETRY_AFTER).as_secs() as i64);
     SignedDuration::from_secs(exp.max(ra))
 }
 
@@ -194,7 +195,8 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
                     reason: v.reason.unwrap_or("Unavailable").into(),
                     message: v.message.clone(),
                     failures,
-                    retry_at: (now + retry_delay(failures, v.retry_after)).to_string(),
+                    retry_at: expiry::add_saturating(now, retry_delay(failures, v.retry_after))
+                        .to_string(),
                     credentials_fingerprint: Some(fp.to_owned()),
                 });
             }
@@ -535,7 +537,10 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
     if let Some(fp) = fp {
         next.push(validation_due(i.spec, &status, fp, now).unwrap_or(now));
     }
-    let at = next.into_iter().min().unwrap_or(now + iv);
+    let at = next
+        .into_iter()
+        .min()
+        .unwrap_or(expiry::add_saturating(now, iv));
     let secs = now.duration_until(at).as_secs().clamp(1, iv.as_secs());
     Decision {
         status,

@@ -35,6 +35,16 @@ impl Window {
     }
 }
 
+/// `t + d`, or the end (start) of time instead of an overflow: durations from the spec,
+/// status and Microsoft's answers are outside input, and must never panic a reconcile.
+pub fn add_saturating(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_add(d).unwrap_or(if d.is_negative() {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
 /// Parses a Kubernetes (Go-style) duration such as `720h`, `1h30m`, `0.5h`.
 pub fn parse_duration(s: &str) -> Option<SignedDuration> {
     let mut total = 0f64;
@@ -146,7 +156,7 @@ pub fn assess(
     let next_change = windows
         .iter()
         .filter(|w| left > w.before)
-        .map(|w| at - w.before)
+        .map(|w| at.checked_sub(w.before).unwrap_or(Timestamp::MIN))
         .min()
         .or(Some(at));
     let stage = match reached.last() {

@@ -375,3 +375,18 @@ async fn check_reads_nocobase_variables_with_the_api_key() {
     assert_eq!(json(&run)["nocobase"]["reason"], "ApiKeyRejected");
     assert!(!run.stdout.contains("not-the-key"));
 }
+
+#[tokio::test]
+async fn a_huge_retry_after_is_clamped_not_a_crash() {
+    let emu = Emulator::start().await;
+    emu.token(
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "18446744073709551615")
+            .set_body_bytes(fixture("throttled_429.txt")),
+    )
+    .await;
+    let run = check(Some(&emu), TENANT, SECRET, &["--output", "json"]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    // Microsoft never means more than an hour; a larger value is read as one hour
+    assert_eq!(json(&run)["retryAfterSeconds"], 3600);
+}

@@ -551,3 +551,95 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_retry_after_beyond_the_calendar_is_no_panic() {
+    // `Retry-After: 999999999999` (31,000 years) used to overflow `now + delay` and panic
+    // every reconcile of the integration
+    let mut r = Run::new(spec(None));
+    let d = r.step(
+        "2027-01-01T00:00:00Z",
+        &ready("a"),
+        Some(&unavailable(Some(999_999_999_999))),
+    );
+    let retry_at = ts(&d.status.last_unavailable.unwrap().retry_at);
+    assert!(retry_at <= ts("2027-01-01T01:00:00Z"), "{retry_at}");
+    let mut r = Run::new(spec(None));
+    let d = r.step(
+        "2027-01-01T00:00:00Z",
+        &ready("a"),
+        Some(&unavailable(Some(u64::MAX))),
+    );
+    assert!(d.requeue_after <= Duration::from_secs(3600));
+}
+
+/// Any instant jiff can represent, the ends of time included.
+fn any_instant() -> impl Strategy<Value = Timestamp> {
+    prop_oneof![
+        Just(Timestamp::MIN),
+        Just(Timestamp::MAX),
+        (Timestamp::MIN.as_second()..=Timestamp::MAX.as_second())
+            .prop_map(|s| Timestamp::from_second(s).unwrap()),
+        (1_700_000_000i64..1_900_000_000).prop_map(|s| Timestamp::from_second(s).unwrap()),
+    ]
+}
+
+/// Durations as a spec may hold them: ordinary, huge, or not durations at all.
+fn any_duration_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9]{1,25}(h|m|s|ms)",
+        "[0-9]{1,6}h[0-9]{1,6}m",
+        Just("2562047788015215h".to_owned()),
+        ".{0,12}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// No answer from Microsoft (any status, `Retry-After` header and body), no duration in
+    /// the spec and no time in the previous status can make `decide` panic, and the requeue
+    /// stays within [1 s, interval].
+    #[test]
+    fn no_input_panics_decide(
+        status in 100u16..600,
+        header in prop_oneof!["[0-9]{1,25}", ".{0,40}", Just("18446744073709551615".to_owned())],
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+        interval in any_duration_text(),
+        warn in proptest::collection::vec(any_duration_text(), 0..4),
+        expires in proptest::option::of(any_instant()),
+        (now, last_time, retry_at) in (any_instant(), any_instant(), any_instant()),
+        failures in any::<i32>(),
+    ) {
+        let retry_after = nocobase_mail_operator::microsoft::classify::parse_retry_after(
+            &header, std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        prop_assert!(retry_after.is_none_or(|d| d <= Duration::from_secs(3600)));
+        let attempt = nocobase_mail_operator::microsoft::classify::classify_failure(status, retry_after, &body, false);
+        let spec: MicrosoftMailIntegrationSpec = serde_json::from_value(serde_json::json!({
+            "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "clientId": "11111111-2222-4333-8444-555555555555",
+            "clientSecretRef": {"name": "s"},
+            "validation": {"interval": interval},
+            "secretExpiry": {"warnBefore": warn, "expiresAt": expires.map(|t| t.to_string())},
+        })).unwrap();
+        let previous: MicrosoftMailIntegrationStatus = serde_json::from_value(serde_json::json!({
+            "lastValidation": {"time": last_time.to_string(), "outcome": "Valid", "credentialsFingerprint": "a"},
+            "lastUnavailable": {"time": last_time.to_string(), "reason": "Throttled", "message": "m",
+                "failures": failures, "retryAt": retry_at.to_string(), "credentialsFingerprint": "a"},
+        })).unwrap();
+        for attempt in [Some(&attempt), Some(&unavailable(Some(u64::MAX))), None] {
+            let d = decide(&Inputs {
+                spec: &spec,
+                generation: Some(1),
+                previous: &previous,
+                now,
+                credentials: &ready("a"),
+                attempt,
+                injection: &InjectionReport::no_targets(),
+                nocobase: None,
+            });
+            prop_assert!(d.requeue_after >= Duration::from_secs(1));
+            let _ = validation_due(&spec, &d.status, "a", now);
+        }
+    }
+}

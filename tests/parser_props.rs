@@ -34,7 +34,8 @@ proptest! {
     }
 
     #[test]
-    fn retry_after_never_panics(s in ".{0,64}") {
-        let _ = parse_retry_after(&s, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    fn retry_after_never_panics_and_is_at_most_an_hour(s in prop_oneof![".{0,64}", any::<u64>().prop_map(|n| n.to_string())]) {
+        let d = parse_retry_after(&s, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        prop_assert!(d.is_none_or(|d| d <= Duration::from_secs(3600)));
     }
 }

@@ -29,14 +29,22 @@ pub fn parse_error_body(body: &[u8]) -> Option<TokenErrorBody> {
     serde_json::from_slice::<TokenErrorBody>(body).ok()
 }
 
-/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+/// The longest wait a `Retry-After` may impose. Microsoft's throttling asks for seconds to
+/// minutes; a larger value (a broken proxy, a date years ahead) is read as this, so that it
+/// can neither overflow a clock nor hold an integration back for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` as seconds or an HTTP date, relative to `now`, at most [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let when = httpdate::parse_http_date(v).ok()?;
+            when.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Classifies an answer that did not carry a token.

@@ -85,7 +85,7 @@ impl MicrosoftClient {
                 break (verdict, token);
             }
             let wait = self.backoff(attempt, verdict.retry_after);
-            if started.elapsed() + wait >= self.opts.deadline {
+            if started.elapsed().saturating_add(wait) >= self.opts.deadline {
                 break (verdict, token);
             }
             tracing::debug!(
