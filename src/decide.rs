@@ -167,10 +167,15 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
     let mut last = i.previous.last_validation.clone();
     let mut unavailable = i.previous.last_unavailable.clone();
     if let (Some(v), Some(fp)) = (i.attempt, fp) {
+        // an answer shared from another integration's request is recorded at its own time
+        let asked = v
+            .asked_at
+            .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+            .map_or(now, |t| t.min(now));
         match v.outcome {
             Outcome::Valid | Outcome::Rejected => {
                 last = Some(LastValidation {
-                    time: now.to_string(),
+                    time: asked.to_string(),
                     outcome: v.outcome.as_str().into(),
                     reason: v.reason.map(str::to_owned),
                     aadsts_code: v.aadsts_code,
@@ -191,7 +196,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
                     .filter(|u| u.credentials_fingerprint.as_deref() == Some(fp))
                     .map_or(1, |u| u.failures.saturating_add(1));
                 unavailable = Some(LastUnavailable {
-                    time: now.to_string(),
+                    time: asked.to_string(),
                     reason: v.reason.unwrap_or("Unavailable").into(),
                     message: v.message.clone(),
                     failures,

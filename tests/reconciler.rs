@@ -918,3 +918,84 @@ async fn a_long_non_ascii_microsoft_message_still_makes_its_event() {
     assert!(note.len() <= 1024, "{} bytes", note.len());
     assert!(note.contains("ЖЖЖ") && note.ends_with('…'), "{note}");
 }
+
+impl Harness {
+    fn set_interval(&self, name: &str, interval: &str) {
+        let mut m = self.mmi(name).unwrap();
+        m["spec"]["validation"] = json!({"interval": interval});
+        self.api.update(m);
+    }
+
+    fn status(&self, name: &str) -> Value {
+        self.mmi(name).unwrap()["status"].clone()
+    }
+}
+
+#[tokio::test]
+async fn unavailable_answers_are_never_shared_or_cached() {
+    let h = harness().await;
+    const DOWN: &str = "Mp6Rz1Xk8Wq3Tv5Lb9Nc2Hd7Jf4Gs0Ya6Ue1KoP";
+    h.emu
+        .token_for_secret(DOWN, ResponseTemplate::new(503).set_body_string("busy"))
+        .await;
+    h.secret("entra", DOWN);
+    h.integration("outlook", "entra", json!([]));
+    h.settle("outlook").await;
+    let asked = h.emu.token_requests().await.len();
+    assert!(asked > 0);
+    assert_eq!(h.status("outlook")["lastUnavailable"]["failures"], 1);
+    // each retry at retryAt really asks Microsoft, and the record says when
+    for failures in 2..=4 {
+        let retry_at: Timestamp = h.status("outlook")["lastUnavailable"]["retryAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        *h.clock.lock().unwrap() = retry_at;
+        h.reconcile("outlook").await;
+        let now = h.emu.token_requests().await.len();
+        assert!(now > asked, "retry {failures} sent no token request");
+        let u = &h.status("outlook")["lastUnavailable"];
+        assert_eq!(u["failures"], failures);
+        assert_eq!(u["time"], retry_at.to_string());
+    }
+}
+
+#[tokio::test]
+async fn the_minimum_interval_of_one_minute_holds() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.integration("outlook", "entra", json!([]));
+    h.set_interval("outlook", "1m");
+    h.settle("outlook").await;
+    assert_eq!(h.emu.token_requests().await.len(), 1);
+    h.advance(61);
+    h.reconcile("outlook").await;
+    assert_eq!(
+        h.emu.token_requests().await.len(),
+        2,
+        "a 1m interval must ask Microsoft again after a minute"
+    );
+    assert_eq!(
+        h.status("outlook")["lastValidation"]["time"],
+        "2027-01-01T00:01:01Z"
+    );
+}
+
+#[tokio::test]
+async fn a_shared_answer_records_when_microsoft_was_asked() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.secret("entra-copy", GOOD);
+    h.integration("one", "entra", json!([]));
+    h.integration("two", "entra-copy", json!([]));
+    h.settle("one").await;
+    h.advance(30);
+    h.settle("two").await;
+    assert_eq!(h.emu.token_requests().await.len(), 1, "shared within 5 min");
+    assert_eq!(
+        h.status("two")["lastValidation"]["time"],
+        "2027-01-01T00:00:00Z",
+        "Microsoft was asked once, at 00:00:00"
+    );
+}

@@ -40,7 +40,8 @@ pub struct Settings {
     pub ca_bundle_pem: Option<Vec<u8>>,
 }
 
-/// How long an answer from Microsoft is shared by integrations with identical credentials.
+/// The longest a definitive answer from Microsoft is shared by integrations with identical
+/// credentials (shorter for an integration whose `validation.interval` is shorter).
 pub const VALIDATION_CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// Builds the shared context.

@@ -24,7 +24,8 @@ use crate::api::{
     InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
 };
 use crate::decide::{
-    CredentialCheck, InjectionReport, Inputs, NocoBaseReport, decide, event_note, validation_due,
+    CredentialCheck, InjectionReport, Inputs, NocoBaseReport, decide, event_note, interval,
+    validation_due,
 };
 use crate::fingerprint::fingerprint;
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
@@ -172,7 +173,11 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         {
             let v = ctx
                 .validations
-                .validate(c, mmi.spec.secret_expiry.discover_from_graph)
+                .validate(
+                    c,
+                    mmi.spec.secret_expiry.discover_from_graph,
+                    interval(&mmi.spec).unsigned_abs(),
+                )
                 .await;
             info!(
                 outcome = v.outcome.as_str(),

@@ -79,6 +79,9 @@ pub struct Verdict {
     pub graph: GraphFindings,
     /// Notes about the input (e.g. a trailing newline removed).
     pub notes: Vec<String>,
+    /// When Microsoft gave this answer, when it was shared from an earlier request;
+    /// `None`: just now.
+    pub asked_at: Option<jiff::Timestamp>,
 }
 
 impl Verdict {
@@ -94,6 +97,7 @@ impl Verdict {
             correlation_id: None,
             graph: GraphFindings::default(),
             notes: Vec::new(),
+            asked_at: None,
         }
     }
 
