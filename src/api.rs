@@ -502,6 +502,55 @@ pub struct SecretExpiryStatus {
     pub windows_announced: Vec<String>,
 }
 
+/// The four answers a validation can give.
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Microsoft issued a token for these credentials.
+    Valid,
+    /// Microsoft definitively refused them.
+    #[default]
+    Rejected,
+    /// Microsoft could not be asked or did not answer usefully; says nothing about the
+    /// credentials and is never treated as a rejection.
+    Unavailable,
+    /// Wrong on its face; nothing was sent.
+    InvalidInput,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Valid => "Valid",
+            Outcome::Rejected => "Rejected",
+            Outcome::Unavailable => "Unavailable",
+            Outcome::InvalidInput => "InvalidInput",
+        }
+    }
+
+    /// Exit status of `check`: 0 valid, 1 rejected, 2 invalid input, 3 unavailable.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Valid => 0,
+            Outcome::Rejected => 1,
+            Outcome::InvalidInput => 2,
+            Outcome::Unavailable => 3,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    /// Status is only ever written with `Valid` or `Rejected`; anything else read back
+    /// (an edited status) counts as not accepted, never as a reason to fail the reconcile.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "Valid" => Outcome::Valid,
+            "Unavailable" => Outcome::Unavailable,
+            "InvalidInput" => Outcome::InvalidInput,
+            _ => Outcome::Rejected,
+        })
+    }
+}
+
 /// The last validation against Microsoft.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -509,7 +558,9 @@ pub struct LastValidation {
     /// When Microsoft answered (RFC 3339).
     pub time: String,
     /// Valid, Rejected, Unavailable or InvalidInput.
-    pub outcome: String,
+    // Typed in Rust, a plain string on the wire and in the schema (no CRD change).
+    #[schemars(with = "String")]
+    pub outcome: Outcome,
     /// Why, in one CamelCase word; absent when valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

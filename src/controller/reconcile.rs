@@ -24,13 +24,13 @@ use crate::api::{
     InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
 };
 use crate::decide::{
-    CredentialCheck, InjectionReport, Inputs, NocoBaseReport, decide, event_note, interval,
-    validation_due,
+    ConditionStatus, CredentialCheck, Delivery, InjectionReport, Inputs, NocoBaseReport,
+    acceptance, decide, delivery, event_note, fold_attempt, interval, validation_due,
 };
 use crate::fingerprint::fingerprint;
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
 use crate::input::{self, Credentials, RawCredentials};
-use crate::microsoft::{Outcome, Verdict};
+use crate::microsoft::Verdict;
 use crate::nocobase::{self, DesiredVar, NocoBaseClient, NocoBaseOptions, SyncedState, VarKind};
 use crate::telemetry::Metrics;
 
@@ -190,28 +190,16 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         _ => None,
     };
 
-    let injection = inject_targets(
-        mmi,
-        ctx,
-        &previous,
-        &check,
-        creds.as_ref(),
-        attempt.as_ref(),
-    )
-    .await?;
+    // Did Microsoft accept the credentials now in the Secret? Asked once, for every writer.
+    let gate = check.fingerprint().map_or(Delivery::Withheld, |fp| {
+        let records = fold_attempt(&previous, Some(fp), attempt.as_ref(), now);
+        delivery(&mmi.spec, acceptance(&records, fp))
+    });
+    let injection = inject_targets(mmi, ctx, &previous, &check, creds.as_ref(), gate).await?;
     let nocobase = match &mmi.spec.nocobase {
-        Some(nb) => Some(
-            sync_nocobase(
-                mmi,
-                nb,
-                ctx,
-                &previous,
-                &check,
-                creds.as_ref(),
-                attempt.as_ref(),
-            )
-            .await?,
-        ),
+        Some(nb) => {
+            Some(sync_nocobase(mmi, nb, ctx, &previous, &check, creds.as_ref(), gate).await?)
+        }
         None => None,
     };
     let d = decide(&Inputs {
@@ -268,29 +256,6 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
     Ok(Action::requeue(requeue))
 }
 
-/// Whether Microsoft accepted the credentials now in the Secret, folding a fresh attempt
-/// over what status remembers (an Unavailable attempt changes nothing).
-fn current_outcome(
-    previous: &MicrosoftMailIntegrationStatus,
-    fp: &str,
-    attempt: Option<&Verdict>,
-) -> Option<Outcome> {
-    match attempt.map(|v| v.outcome) {
-        Some(o @ (Outcome::Valid | Outcome::Rejected)) => Some(o),
-        _ => previous
-            .last_validation
-            .as_ref()
-            .filter(|l| l.credentials_fingerprint.as_deref() == Some(fp))
-            .map(|l| {
-                if l.outcome == "Valid" {
-                    Outcome::Valid
-                } else {
-                    Outcome::Rejected
-                }
-            }),
-    }
-}
-
 /// Keeps the managed Secret and the target Deployments in line; reports what happened.
 async fn inject_targets(
     mmi: &MicrosoftMailIntegration,
@@ -298,7 +263,7 @@ async fn inject_targets(
     previous: &MicrosoftMailIntegrationStatus,
     check: &CredentialCheck,
     creds: Option<&Credentials>,
-    attempt: Option<&Verdict>,
+    gate: Delivery,
 ) -> Result<InjectionReport, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let secret_name = inject::managed_secret_name(&mmi.name_any());
@@ -315,10 +280,9 @@ async fn inject_targets(
         .cloned();
     let mut note = String::new();
     if let (CredentialCheck::Ready { fingerprint }, Some(c)) = (check, creds) {
-        let outcome = current_outcome(previous, fingerprint, attempt);
         // opted in: credentials Microsoft has not judged yet (never rejected ones)
-        let unverified_ok = mmi.spec.inject_unverified && outcome.is_none();
-        if outcome == Some(Outcome::Valid) || unverified_ok {
+        let unverified_ok = gate == Delivery::Unverified;
+        if gate != Delivery::Withheld {
             if config_fp.as_deref() != Some(fingerprint.as_str()) {
                 let body = inject::managed_secret(
                     mmi,
@@ -364,7 +328,7 @@ async fn inject_targets(
     }
     let Some(config_fp) = config_fp else {
         return Ok(InjectionReport {
-            status: "False",
+            status: ConditionStatus::False,
             reason: "AwaitingValidCredentials".into(),
             message: "Nothing is injected until Microsoft accepts the credentials.".into(),
             injected: vec![],
@@ -427,7 +391,7 @@ async fn inject_targets(
             .collect::<Vec<_>>()
             .join(" ");
         return Ok(InjectionReport {
-            status: "False",
+            status: ConditionStatus::False,
             reason: (*reason).into(),
             message,
             injected,
@@ -436,7 +400,7 @@ async fn inject_targets(
     let names: Vec<&str> = injected.iter().map(|i| i.deployment.as_str()).collect();
     let manual = injected.iter().any(|i| i.rollout == Rollout::Manual);
     Ok(InjectionReport {
-        status: "True",
+        status: ConditionStatus::True,
         reason: "Injected".into(),
         message: format!(
             "The validated configuration is in Deployment(s) {} through Secret {secret_name}.{}{note}",
@@ -507,40 +471,42 @@ async fn sync_nocobase(
     previous: &MicrosoftMailIntegrationStatus,
     check: &CredentialCheck,
     creds: Option<&Credentials>,
-    attempt: Option<&Verdict>,
+    gate: Delivery,
 ) -> Result<NocoBaseReport, Error> {
     let state = previous.nocobase.clone().unwrap_or_default();
-    let report =
-        |status: &'static str, reason: &str, message: String, state: SyncedState, writes: usize| {
-            NocoBaseReport {
-                status,
-                reason: reason.into(),
-                message,
-                state,
-                writes,
-                retry_soon: false,
-            }
-        };
-    let (CredentialCheck::Ready { fingerprint }, Some(c)) = (check, creds) else {
+    let report = |status: ConditionStatus,
+                  reason: &str,
+                  message: String,
+                  state: SyncedState,
+                  writes: usize| {
+        NocoBaseReport {
+            status,
+            reason: reason.into(),
+            message,
+            state,
+            writes,
+            retry_soon: false,
+        }
+    };
+    let (CredentialCheck::Ready { .. }, Some(c)) = (check, creds) else {
         return Ok(report(
-            "Unknown",
+            ConditionStatus::Unknown,
             "AwaitingValidCredentials",
             "Nothing is written to NocoBase until Microsoft accepts the credentials.".into(),
             state,
             0,
         ));
     };
-    let outcome = current_outcome(previous, fingerprint, attempt);
-    if !(outcome == Some(Outcome::Valid) || (mmi.spec.inject_unverified && outcome.is_none())) {
+    if gate == Delivery::Withheld {
         let message = if state.variables.is_empty() {
             "Nothing is written to NocoBase until Microsoft accepts the credentials.".to_owned()
         } else {
             "The credentials now in the Secret are not confirmed by Microsoft; NocoBase keeps the previously validated ones.".to_owned()
         };
         let status = if state.variables.is_empty() {
-            "Unknown"
+            ConditionStatus::Unknown
         } else {
-            "True"
+            ConditionStatus::True
         };
         return Ok(report(
             status,
@@ -552,7 +518,9 @@ async fn sync_nocobase(
     }
     let client = match nocobase_client(mmi, nb, ctx).await? {
         Ok(c) => c,
-        Err((reason, message)) => return Ok(report("False", &reason, message, state, 0)),
+        Err((reason, message)) => {
+            return Ok(report(ConditionStatus::False, &reason, message, state, 0));
+        }
     };
     let key = mmi.uid().unwrap_or_default();
     let v = &nb.variables;
@@ -592,7 +560,7 @@ async fn sync_nocobase(
         ]
         .join(", ");
         Ok(report(
-            "True",
+            ConditionStatus::True,
             "Synced",
             format!(
                 "NocoBase holds the validated configuration in the variables {names} ({}).",
@@ -606,7 +574,7 @@ async fn sync_nocobase(
         Ok(NocoBaseReport {
             retry_soon: out.transient,
             ..report(
-                "False",
+                ConditionStatus::False,
                 out.reason.unwrap_or("UnexpectedResponse"),
                 out.message,
                 out.state,

@@ -3,44 +3,9 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::api::ExpirySource;
 
-/// The four answers a validation can give.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// Microsoft issued a token for these credentials.
-    Valid,
-    /// Microsoft definitively refused them.
-    Rejected,
-    /// Microsoft could not be asked or did not answer usefully; says nothing about the
-    /// credentials and is never treated as a rejection.
-    Unavailable,
-    /// Wrong on its face; nothing was sent.
-    InvalidInput,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Valid => "Valid",
-            Outcome::Rejected => "Rejected",
-            Outcome::Unavailable => "Unavailable",
-            Outcome::InvalidInput => "InvalidInput",
-        }
-    }
-
-    /// Exit status of `check`: 0 valid, 1 rejected, 2 invalid input, 3 unavailable.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Outcome::Valid => 0,
-            Outcome::Rejected => 1,
-            Outcome::InvalidInput => 2,
-            Outcome::Unavailable => 3,
-        }
-    }
-}
+pub use crate::api::Outcome;
 
 /// The secret's expiry as far as it is known. `expires_at` is never guessed.
 #[derive(Clone, Debug, Default, PartialEq)]
