@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::api::Cloud;
+pub use crate::check::{CheckArgs, CloudArg, OutputFormat};
 
 /// Keeps the Microsoft Entra credentials of NocoBase's email manager valid, known and
 /// delivered: validates client ID and client secret against Microsoft, warns before the
@@ -67,55 +67,6 @@ pub enum LogFormat {
 }
 
 #[derive(Args, Debug)]
-pub struct CheckArgs {
-    /// Directory (tenant) ID GUID or verified domain.
-    #[arg(long, value_name = "TENANT")]
-    pub tenant_id: String,
-    /// Application (client) ID GUID.
-    #[arg(long, value_name = "GUID")]
-    pub client_id: String,
-    /// File holding the client secret Value (a trailing newline is removed).
-    #[arg(
-        long,
-        value_name = "FILE",
-        conflicts_with = "secret_env",
-        required_unless_present = "secret_env"
-    )]
-    pub secret_file: Option<PathBuf>,
-    /// Environment variable holding the client secret Value.
-    #[arg(long, value_name = "VAR")]
-    pub secret_env: Option<String>,
-    /// Microsoft cloud of the tenant.
-    #[arg(long, value_enum, default_value_t = CloudArg::AzurePublic)]
-    pub cloud: CloudArg,
-    /// Override the login host (https, or http for localhost).
-    #[arg(long, value_name = "URL")]
-    pub authority_host: Option<String>,
-    /// Override the Microsoft Graph host (https, or http for localhost).
-    #[arg(long, value_name = "URL")]
-    pub graph_host: Option<String>,
-    /// Do not read the secret's expiry and permissions from Microsoft Graph.
-    #[arg(long)]
-    pub no_graph: bool,
-    /// Extra PEM CA bundle to trust (e.g. a TLS-inspecting proxy), besides the system roots.
-    #[arg(long, value_name = "FILE", env = "NOCOBASE_MAIL_OPERATOR_CA_BUNDLE")]
-    pub ca_bundle: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-    /// Also check NocoBase's Variables and secrets API at this URL with the API key below
-    /// (reads only: lists the variables; exit status 4 when NocoBase refuses).
-    #[arg(long, value_name = "URL", requires = "nocobase_api_key_file")]
-    pub nocobase_url: Option<String>,
-    /// File holding the NocoBase API key.
-    #[arg(long, value_name = "FILE")]
-    pub nocobase_api_key_file: Option<PathBuf>,
-    /// App of a multi-app NocoBase (X-App header).
-    #[arg(long, value_name = "APP")]
-    pub nocobase_app: Option<String>,
-}
-
-#[derive(Args, Debug)]
 pub struct RenderArgs {
     /// YAML files holding MicrosoftMailIntegrations, Secrets and Deployments (repeatable).
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
@@ -123,30 +74,6 @@ pub struct RenderArgs {
     /// Ask Microsoft first and render only credentials it accepts.
     #[arg(long)]
     pub validate: bool,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-#[value(rename_all = "verbatim")]
-pub enum CloudArg {
-    AzurePublic,
-    AzureUSGovernment,
-    AzureChina,
-}
-
-impl From<CloudArg> for Cloud {
-    fn from(c: CloudArg) -> Self {
-        match c {
-            CloudArg::AzurePublic => Cloud::AzurePublic,
-            CloudArg::AzureUSGovernment => Cloud::AzureUSGovernment,
-            CloudArg::AzureChina => Cloud::AzureChina,
-        }
-    }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    Text,
-    Json,
 }
 
 /// Runs a parsed command line and returns the process exit status.

@@ -2,7 +2,23 @@
 //! system roots plus an optional PEM bundle, `HTTPS_PROXY`/`NO_PROXY` honoured by reqwest,
 //! no redirects (a redirect from a login or API endpoint is an answer, not a detour).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Called after every outbound HTTP exchange: which endpoint or action, the HTTP status (or
+/// 0 when none came back), and how long it took. Feeds the latency histograms.
+pub type RequestObserver = Arc<dyn Fn(&'static str, u16, Duration) + Send + Sync>;
+
+/// Connect timeout of every outbound request.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of one outbound request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The client with the default timeouts: built once by the controller and shared by the
+/// Microsoft and NocoBase clients (one connection pool, one TLS configuration).
+pub fn default_client(ca_bundle_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    client(CONNECT_TIMEOUT, REQUEST_TIMEOUT, ca_bundle_pem)
+}
 
 pub fn client(
     connect_timeout: Duration,
@@ -47,4 +63,29 @@ pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
         };
     }
     false
+}
+
+/// Why a request got no HTTP answer, for both clients to word in their own terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportFailure {
+    Timeout,
+    /// The TLS handshake failed (untrusted certificate, ...).
+    Tls,
+    /// DNS, connection refused, firewall.
+    Connect,
+    /// The connection was lost during the exchange.
+    Lost,
+}
+
+/// The one mapping of a reqwest error without an HTTP answer.
+pub fn transport_failure(e: &reqwest::Error) -> TransportFailure {
+    if e.is_timeout() {
+        TransportFailure::Timeout
+    } else if is_tls_error(e) {
+        TransportFailure::Tls
+    } else if e.is_connect() {
+        TransportFailure::Connect
+    } else {
+        TransportFailure::Lost
+    }
 }

@@ -17,7 +17,7 @@ pub struct InputProblem {
 }
 
 impl InputProblem {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),

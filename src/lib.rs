@@ -4,6 +4,8 @@
 //! Module map (Kubernetes I/O, Microsoft I/O and pure decisions are kept apart):
 //! - [`api`]: the `MicrosoftMailIntegration` custom resource types.
 //! - [`crdgen`]: renders the CRD YAML from those types.
+//! - [`credentials`]: the one credential reader (Secret -> checked credentials).
+//! - [`clock`]: the injected clock.
 //! - [`decide`]: the pure decision core (status, Events, next reconcile).
 //! - [`expiry`]: the pure expiry policy.
 //! - [`fingerprint`]: keyed fingerprints of credentials.
@@ -20,8 +22,10 @@
 pub mod api;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod crdgen;
+pub mod credentials;
 pub mod decide;
 pub mod expiry;
 pub mod fingerprint;

@@ -9,10 +9,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use crate::api::MicrosoftMailIntegration;
+use crate::api::{MicrosoftMailIntegration, NocoBaseSync};
+use crate::credentials;
 use crate::fingerprint::fingerprint;
 use crate::inject;
-use crate::input::{self, Credentials, RawCredentials};
+use crate::input::{self, Credentials};
 
 /// Objects read from the files.
 #[derive(Default)]
@@ -59,22 +60,8 @@ pub struct Rendered {
     pub nocobase: Vec<String>,
 }
 
-/// The secret's bytes from a Secret as written in a file (`stringData` or `data`).
-fn secret_value(s: &Secret, key: &str) -> Option<Vec<u8>> {
-    s.string_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| v.clone().into_bytes())
-        .or_else(|| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| b.0.clone())
-        })
-}
-
-/// The integration's credentials from the Secret in the files, checked as the controller
-/// checks them; or what is missing or wrong, for a problem line.
+/// The integration's credentials from the Secret in the files, read and checked by the
+/// controller's own reader; or what is missing or wrong, for a problem line.
 fn credentials_for(inputs: &Inputs, mmi: &MicrosoftMailIntegration) -> Result<Credentials, String> {
     let ns = ns_of(mmi.metadata.namespace.as_ref());
     let r = &mmi.spec.client_secret_ref;
@@ -83,10 +70,56 @@ fn credentials_for(inputs: &Inputs, mmi: &MicrosoftMailIntegration) -> Result<Cr
         .iter()
         .find(|s| ns_of(s.metadata.namespace.as_ref()) == ns && s.name_any() == r.name)
         .ok_or_else(|| format!("Secret {ns}/{} is not in the files", r.name))?;
-    let value = secret_value(secret, &r.key)
-        .ok_or_else(|| format!("Secret {ns}/{} has no key {}", r.name, r.key))?;
-    input::check(&RawCredentials::from_spec(&mmi.spec, &value))
+    credentials::read(&in_namespace(mmi), Some(secret))
         .map_err(|p| format!("{} ({})", p.message, p.reason))
+}
+
+/// A resource from a file without a namespace is in `default`, as kubectl would put it.
+fn in_namespace(mmi: &MicrosoftMailIntegration) -> MicrosoftMailIntegration {
+    let mut m = mmi.clone();
+    m.metadata.namespace = Some(ns_of(mmi.metadata.namespace.as_ref()));
+    m
+}
+
+/// The managed Secret as the controller would write it, values redacted.
+fn managed_secret_doc(mmi: &MicrosoftMailIntegration, creds: &Credentials, fp: &str) -> Value {
+    let mut managed = inject::managed_secret(mmi, &creds.client_id, &creds.tenant_id, "", fp);
+    managed["data"] = Value::Null;
+    managed["stringData"] = json!({
+        inject::KEY_CLIENT_ID: creds.client_id,
+        inject::KEY_TENANT_ID: creds.tenant_id,
+        inject::KEY_CLIENT_SECRET: format!("<redacted; starts with {}>", input::secret_hint(&creds.client_secret)),
+    });
+    if let Some(m) = managed["metadata"].as_object_mut() {
+        m.retain(|k, v| k != "ownerReferences" || v.as_array().is_some_and(|a| !a.is_empty()));
+    }
+    if let Some(m) = managed.as_object_mut() {
+        m.retain(|_, v| !v.is_null());
+    }
+    managed
+}
+
+/// The NocoBase variables that would be written, as YAML comments (secret redacted).
+fn nocobase_lines(nb: &NocoBaseSync, creds: &Credentials) -> Vec<String> {
+    let v = &nb.variables;
+    let app = nb
+        .app
+        .as_deref()
+        .map(|a| format!(", app {a}"))
+        .unwrap_or_default();
+    vec![
+        format!(
+            "# NocoBase at {}{app}: Variables and secrets to write",
+            nb.url
+        ),
+        format!("#   {} (default) = {}", v.client_id, creds.client_id),
+        format!("#   {} (default) = {}", v.tenant_id, creds.tenant_id),
+        format!(
+            "#   {} (secret) = <redacted; starts with {}>",
+            v.client_secret,
+            input::secret_hint(&creds.client_secret)
+        ),
+    ]
 }
 
 pub fn render(inputs: &Inputs) -> Rendered {
@@ -105,55 +138,16 @@ pub fn render(inputs: &Inputs) -> Rendered {
             }
         };
         // Keyed as the controller keys it: by the resource's UID when the file has one.
-        let key = mmi
-            .metadata
-            .uid
-            .clone()
-            .unwrap_or_else(|| format!("{ns}/{name}"));
+        let key = crate::fingerprint::fingerprint_key(&in_namespace(mmi));
         let fp = fingerprint(
             key.as_bytes(),
             &creds,
             mmi.spec.secret_expiry.discover_from_graph,
         );
         let secret_name = inject::managed_secret_name(&name);
-        let mut managed = inject::managed_secret(mmi, &creds.client_id, &creds.tenant_id, "", &fp);
-        managed["data"] = Value::Null;
-        managed["stringData"] = json!({
-            inject::KEY_CLIENT_ID: creds.client_id,
-            inject::KEY_TENANT_ID: creds.tenant_id,
-            inject::KEY_CLIENT_SECRET: format!("<redacted; starts with {}>", input::secret_hint(&creds.client_secret)),
-        });
-        if let Some(m) = managed["metadata"].as_object_mut() {
-            m.retain(|k, v| k != "ownerReferences" || v.as_array().is_some_and(|a| !a.is_empty()));
-        }
-        if let Some(m) = managed.as_object_mut() {
-            m.retain(|_, v| !v.is_null());
-        }
-        documents.push(managed);
+        documents.push(managed_secret_doc(mmi, &creds, &fp));
         if let Some(nb) = &mmi.spec.nocobase {
-            let v = &nb.variables;
-            let app = nb
-                .app
-                .as_deref()
-                .map(|a| format!(", app {a}"))
-                .unwrap_or_default();
-            nocobase.push(format!(
-                "# NocoBase at {}{app}: Variables and secrets to write",
-                nb.url
-            ));
-            nocobase.push(format!(
-                "#   {} (default) = {}",
-                v.client_id, creds.client_id
-            ));
-            nocobase.push(format!(
-                "#   {} (default) = {}",
-                v.tenant_id, creds.tenant_id
-            ));
-            nocobase.push(format!(
-                "#   {} (secret) = <redacted; starts with {}>",
-                v.client_secret,
-                input::secret_hint(&creds.client_secret)
-            ));
+            nocobase.extend(nocobase_lines(nb, &creds));
         }
         for (idx, t) in mmi.spec.targets.iter().enumerate() {
             let matched: Vec<&Deployment> = inputs

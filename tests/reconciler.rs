@@ -115,7 +115,7 @@ async fn harness() -> Harness {
         ),
         metrics,
         clock: clock_fn,
-        ca_bundle_pem: None,
+        http: nocobase_mail_operator::http::default_client(None).unwrap(),
     });
     Harness {
         api,

@@ -51,13 +51,15 @@ pub fn context(
     ca_bundle_pem: Option<Vec<u8>>,
     instance: String,
 ) -> Result<Arc<Context>, String> {
+    // One outbound client for Microsoft and NocoBase: one pool, one TLS configuration.
+    let http = crate::http::default_client(ca_bundle_pem.as_deref())?;
     let opts = ClientOptions {
-        ca_bundle_pem: ca_bundle_pem.clone(),
         observer: Some(metrics.request_observer()),
+        http: Some(http.clone()),
         ..Default::default()
     };
     let microsoft = MicrosoftClient::new(opts)?;
-    let clock: reconcile::Clock = Arc::new(jiff::Timestamp::now);
+    let clock = crate::clock::system();
     Ok(Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -75,7 +77,7 @@ pub fn context(
         ),
         metrics,
         clock,
-        ca_bundle_pem,
+        http,
     }))
 }
 

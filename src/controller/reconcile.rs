@@ -27,9 +27,8 @@ use crate::decide::{
     ConditionStatus, CredentialCheck, Delivery, InjectionReport, Inputs, NocoBaseReport,
     acceptance, decide, delivery, event_note, fold_attempt, interval, validation_due,
 };
-use crate::fingerprint::fingerprint;
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
-use crate::input::{self, Credentials, RawCredentials};
+use crate::input::Credentials;
 use crate::microsoft::Verdict;
 use crate::nocobase::{self, DesiredVar, NocoBaseClient, NocoBaseOptions, SyncedState, VarKind};
 use crate::telemetry::Metrics;
@@ -38,7 +37,7 @@ use crate::telemetry::Metrics;
 /// integration goes away.
 pub const FINALIZER: &str = "nocobase-mail-operator.dev/cleanup";
 
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+pub use crate::clock::Clock;
 
 /// Everything a reconcile needs; shared by all reconciles.
 pub struct Context {
@@ -47,8 +46,9 @@ pub struct Context {
     pub validations: ValidationCache,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
-    /// Extra PEM CAs trusted for NocoBase too (`--ca-bundle`).
-    pub ca_bundle_pem: Option<Vec<u8>>,
+    /// The outbound HTTP client, built once (with `--ca-bundle`) and reused by every
+    /// NocoBase request.
+    pub http: reqwest::Client,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,60 +103,13 @@ async fn read_credentials(
     mmi: &MicrosoftMailIntegration,
 ) -> Result<(CredentialCheck, Option<Credentials>), Error> {
     let ns = mmi.namespace().unwrap_or_default();
-    let r = &mmi.spec.client_secret_ref;
-    let problem = |reason: &str, message: String| {
-        Ok((
-            CredentialCheck::Problem {
-                reason: reason.into(),
-                message,
-            },
-            None,
-        ))
-    };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(secret) = secrets.get_opt(&r.name).await? else {
-        return problem(
-            "SecretNotFound",
-            format!(
-                "Secret {ns}/{} does not exist: create it with the client secret Value under key {}.",
-                r.name, r.key
-            ),
-        );
-    };
-    let data = secret.data.unwrap_or_default();
-    let Some(value) = data.get(&r.key) else {
-        let keys: Vec<&String> = data.keys().collect();
-        return problem(
-            "SecretKeyNotFound",
-            format!(
-                "Secret {ns}/{} has no key {} (it has: {}).",
-                r.name,
-                r.key,
-                keys.iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-    };
-    let checked = input::check(&RawCredentials::from_spec(&mmi.spec, &value.0));
-    match checked {
-        Err(p) => problem(p.reason, p.message),
-        Ok(creds) => {
-            let uid = mmi.uid().unwrap_or_default();
-            let fp = fingerprint(
-                uid.as_bytes(),
-                &creds,
-                mmi.spec.secret_expiry.discover_from_graph,
-            );
-            Ok((CredentialCheck::Ready { fingerprint: fp }, Some(creds)))
-        }
-    }
+    let secret = secrets.get_opt(&mmi.spec.client_secret_ref.name).await?;
+    Ok(crate::credentials::check(mmi, secret.as_ref()))
 }
 
 fn now(ctx: &Context) -> Timestamp {
-    // whole seconds: status strings stay stable and short
-    Timestamp::from_second((ctx.clock)().as_second()).expect("the clock is in range")
+    crate::clock::now_seconds(&ctx.clock)
 }
 
 async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
@@ -453,7 +406,7 @@ async fn nocobase_client(
     };
     let opts = NocoBaseOptions {
         observer: Some(ctx.metrics.request_observer()),
-        ca_bundle_pem: ctx.ca_bundle_pem.clone(),
+        http: Some(ctx.http.clone()),
         ..Default::default()
     };
     Ok(

@@ -11,6 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use tokio::sync::OnceCell;
 
+use crate::clock::Clock;
 use crate::fingerprint::fingerprint;
 use crate::input::Credentials;
 use crate::microsoft::{MicrosoftClient, Outcome, Verdict};
@@ -26,7 +27,7 @@ pub struct ValidationCache {
     cells: Mutex<HashMap<String, Cell>>,
     metrics: Arc<Metrics>,
     /// The controller's clock, so the cache ages with the same time the decisions use.
-    clock: super::reconcile::Clock,
+    clock: Clock,
 }
 
 impl ValidationCache {
@@ -34,7 +35,7 @@ impl ValidationCache {
         client: MicrosoftClient,
         ttl: Duration,
         metrics: Arc<Metrics>,
-        clock: super::reconcile::Clock,
+        clock: Clock,
     ) -> Self {
         Self {
             client,

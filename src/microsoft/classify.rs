@@ -141,6 +141,78 @@ fn rejected_generic(b: &TokenErrorBody) -> Verdict {
     .with_hint("Look the AADSTS code up at https://login.microsoftonline.com/error and correct the app registration or the resource.")
 }
 
+/// A rejection Microsoft signals with an AADSTS code: (codes, reason, message, next step).
+/// `InvalidScope` quotes Microsoft's own sentence and is built in [`by_code`].
+type Rejection = (&'static [i64], &'static str, &'static str, &'static str);
+
+/// The rejections with a fixed message, as a table (the README's reasons table mirrors it).
+const REJECTIONS: &[Rejection] = &[
+    (
+        &[7000215],
+        reason::INVALID_SECRET,
+        "Microsoft rejected the client secret: it is not a current secret of this application.",
+        "Copy the Value (not the Secret ID) of a current client secret from App registrations > Certificates & secrets into the Secret, or create a new one.",
+    ),
+    (
+        &[7000222],
+        reason::SECRET_EXPIRED,
+        "The client secret has expired; Microsoft no longer accepts it and mail has stopped.",
+        "Create a new client secret in App registrations > Certificates & secrets, store its Value in the Secret, and set secretExpiry.expiresAt to its new expiry.",
+    ),
+    (
+        &[7000216, 7000218],
+        reason::SECRET_MISSING,
+        "Microsoft received no client secret with the request.",
+        "Store the client secret Value in the referenced Secret key.",
+    ),
+    (
+        &[700016],
+        reason::APPLICATION_NOT_FOUND,
+        "No application with this client ID exists in this tenant: the client ID is wrong, the app was deleted, or it is registered in another tenant or cloud.",
+        "Compare the Application (client) ID and Directory (tenant) ID with the app registration's Overview page, and check the cloud.",
+    ),
+    (
+        &[7000112],
+        reason::APPLICATION_DISABLED,
+        "The application is disabled in this tenant.",
+        "Enable it again: Enterprise applications > the app > Properties > Enabled for users to sign in (and check whether Microsoft disabled it).",
+    ),
+    (
+        &[90002],
+        reason::TENANT_NOT_FOUND,
+        "Microsoft knows no tenant with this ID or domain in the chosen cloud.",
+        "Copy the Directory (tenant) ID from the app registration's Overview page, and check that the cloud (public, US Government, China) is the tenant's.",
+    ),
+    (
+        &[900023],
+        reason::INVALID_TENANT,
+        "Microsoft does not accept the tenant identifier: it is neither a tenant GUID nor a valid domain.",
+        "Use the Directory (tenant) ID GUID or a verified domain of the tenant.",
+    ),
+    (
+        &[53003, 530032],
+        reason::BLOCKED_BY_CONDITIONAL_ACCESS,
+        "A Conditional Access or security policy of the tenant blocks token issuance for this application.",
+        "Ask a tenant administrator to review Conditional Access for workload identities (sign-in logs > service principal sign-ins) and allow this app or the cluster's network location.",
+    ),
+    (
+        &[500011],
+        reason::GRAPH_NOT_AVAILABLE_IN_TENANT,
+        "Microsoft Graph is not available to applications in this tenant (its service principal was not found).",
+        "Check the Graph host matches the cloud; a tenant administrator may need to restore the Microsoft Graph service principal.",
+    ),
+    (
+        &[50049],
+        reason::UNKNOWN_AUTHORITY,
+        "Microsoft does not know the authority host used.",
+        "Check cloud and authorityHost.",
+    ),
+];
+
+/// AADSTS codes meaning "slow down" and "try later": no verdict about the credentials.
+const THROTTLING_CODES: &[i64] = &[50196, 90055];
+const OUTAGE_CODES: &[i64] = &[90033, 50033, 90006, 90024, 90090];
+
 fn by_code(
     code: i64,
     status: u16,
@@ -148,95 +220,35 @@ fn by_code(
     guid_secret: bool,
     retry_after: Option<Duration>,
 ) -> Verdict {
-    match code {
-        7000215 if guid_secret => rejected(
+    let mut v = if code == 7000215 && guid_secret {
+        rejected(
             reason::SECRET_ID_INSTEAD_OF_VALUE,
             code,
             "Microsoft rejected the client secret, and the value sent has the shape of a Secret ID (a GUID): the Secret ID column was copied instead of the Value.".into(),
             "In Certificates & secrets the Value column is shown only once, right after creation; if it is no longer visible, create a new client secret, copy its Value, and store that in the Secret.",
-        ),
-        7000215 => rejected(
-            reason::INVALID_SECRET,
-            code,
-            "Microsoft rejected the client secret: it is not a current secret of this application.".into(),
-            "Copy the Value (not the Secret ID) of a current client secret from App registrations > Certificates & secrets into the Secret, or create a new one.",
-        ),
-        7000222 => rejected(
-            reason::SECRET_EXPIRED,
-            code,
-            "The client secret has expired; Microsoft no longer accepts it and mail has stopped.".into(),
-            "Create a new client secret in App registrations > Certificates & secrets, store its Value in the Secret, and set secretExpiry.expiresAt to its new expiry.",
-        ),
-        7000216 | 7000218 => rejected(
-            reason::SECRET_MISSING,
-            code,
-            "Microsoft received no client secret with the request.".into(),
-            "Store the client secret Value in the referenced Secret key.",
-        ),
-        700016 => rejected(
-            reason::APPLICATION_NOT_FOUND,
-            code,
-            "No application with this client ID exists in this tenant: the client ID is wrong, the app was deleted, or it is registered in another tenant or cloud.".into(),
-            "Compare the Application (client) ID and Directory (tenant) ID with the app registration's Overview page, and check the cloud.",
-        ),
-        7000112 => rejected(
-            reason::APPLICATION_DISABLED,
-            code,
-            "The application is disabled in this tenant.".into(),
-            "Enable it again: Enterprise applications > the app > Properties > Enabled for users to sign in (and check whether Microsoft disabled it).",
-        ),
-        90002 => rejected(
-            reason::TENANT_NOT_FOUND,
-            code,
-            "Microsoft knows no tenant with this ID or domain in the chosen cloud.".into(),
-            "Copy the Directory (tenant) ID from the app registration's Overview page, and check that the cloud (public, US Government, China) is the tenant's.",
-        ),
-        900023 => rejected(
-            reason::INVALID_TENANT,
-            code,
-            "Microsoft does not accept the tenant identifier: it is neither a tenant GUID nor a valid domain.".into(),
-            "Use the Directory (tenant) ID GUID or a verified domain of the tenant.",
-        ),
-        53003 | 530032 => rejected(
-            reason::BLOCKED_BY_CONDITIONAL_ACCESS,
-            code,
-            "A Conditional Access or security policy of the tenant blocks token issuance for this application.".into(),
-            "Ask a tenant administrator to review Conditional Access for workload identities (sign-in logs > service principal sign-ins) and allow this app or the cluster's network location.",
-        ),
-        500011 => rejected(
-            reason::GRAPH_NOT_AVAILABLE_IN_TENANT,
-            code,
-            "Microsoft Graph is not available to applications in this tenant (its service principal was not found).".into(),
-            "Check the Graph host matches the cloud; a tenant administrator may need to restore the Microsoft Graph service principal.",
-        ),
-        1002012 | 70011 => rejected(
+        )
+    } else if let Some(&(_, r, message, hint)) = REJECTIONS.iter().find(|(c, ..)| c.contains(&code))
+    {
+        rejected(r, code, message.into(), hint)
+    } else if code == 1002012 || code == 70011 {
+        rejected(
             reason::INVALID_SCOPE,
             code,
-            format!("Microsoft refused the requested scope: {}", microsoft_sentence(b)),
+            format!(
+                "Microsoft refused the requested scope: {}",
+                microsoft_sentence(b)
+            ),
             "The scope is derived from the Graph host; check graphHost points at Microsoft Graph for the tenant's cloud.",
-        ),
-        50049 => rejected(
-            reason::UNKNOWN_AUTHORITY,
-            code,
-            "Microsoft does not know the authority host used.".into(),
-            "Check cloud and authorityHost.",
-        ),
-        50196 | 90055 => {
-            let mut v = throttled(retry_after);
-            v.aadsts_code = Some(code);
-            v
-        }
-        90033 | 50033 | 90006 | 90024 | 90090 => {
-            let mut v = service_unavailable(status);
-            v.aadsts_code = Some(code);
-            v
-        }
-        _ => {
-            let mut v = rejected_generic(b);
-            v.aadsts_code = Some(code);
-            v
-        }
-    }
+        )
+    } else if THROTTLING_CODES.contains(&code) {
+        throttled(retry_after)
+    } else if OUTAGE_CODES.contains(&code) {
+        service_unavailable(status)
+    } else {
+        rejected_generic(b)
+    };
+    v.aadsts_code = Some(code);
+    v
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! registration. Classification is delegated to the pure [`super::classify`] and
 //! [`super::graph`] modules; this file only moves bytes, times out and retries.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
@@ -11,11 +10,12 @@ use serde::Deserialize;
 use super::classify::{classify_failure, parse_retry_after};
 use super::graph::{Application, findings};
 use super::verdict::{ExpiryInfo, GraphFindings, Outcome, Verdict, reason};
+use crate::http::TransportFailure;
 use crate::input::{Credentials, is_guid, secret_hint};
 
 /// Called after every HTTP exchange with Microsoft: which endpoint, the HTTP status (or 0
 /// when none came back), and how long it took. Feeds the latency histogram.
-pub type RequestObserver = Arc<dyn Fn(&'static str, u16, Duration) + Send + Sync>;
+pub use crate::http::RequestObserver;
 
 /// Timeouts and retry policy. Defaults answer within a minute even when Microsoft hangs.
 #[derive(Clone)]
@@ -31,6 +31,8 @@ pub struct ClientOptions {
     /// Extra PEM CA certificates trusted besides the system roots.
     pub ca_bundle_pem: Option<Vec<u8>>,
     pub observer: Option<RequestObserver>,
+    /// A client built once and shared (the controller's); `None`: built from the above.
+    pub http: Option<reqwest::Client>,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +46,7 @@ impl Default for ClientOptions {
             backoff_cap: Duration::from_secs(8),
             ca_bundle_pem: None,
             observer: None,
+            http: None,
         }
     }
 }
@@ -64,11 +67,14 @@ impl MicrosoftClient {
     /// Builds the HTTP client: rustls, system roots plus the optional CA bundle, and the
     /// `HTTPS_PROXY`/`NO_PROXY` environment honoured by reqwest.
     pub fn new(opts: ClientOptions) -> Result<Self, String> {
-        let http = crate::http::client(
-            opts.connect_timeout,
-            opts.request_timeout,
-            opts.ca_bundle_pem.as_deref(),
-        )?;
+        let http = match &opts.http {
+            Some(shared) => shared.clone(),
+            None => crate::http::client(
+                opts.connect_timeout,
+                opts.request_timeout,
+                opts.ca_bundle_pem.as_deref(),
+            )?,
+        };
         Ok(Self { http, opts })
     }
 
@@ -229,21 +235,20 @@ impl MicrosoftClient {
 
 /// A request that got no HTTP answer: timeout, TLS failure, or network error.
 fn transport_failure(e: &reqwest::Error, host: &str) -> Verdict {
-    if e.is_timeout() {
-        return Verdict::unavailable(reason::TIMEOUT, format!("Microsoft did not answer in time ({host})."))
-            .with_hint("Check egress from the cluster to the login host (firewall, proxy); the operator will try again.");
-    }
-    if crate::http::is_tls_error(e) {
-        return Verdict::unavailable(
-            reason::TLS_ERROR,
-            format!("The TLS connection to {host} failed: its certificate is not trusted or the handshake failed."),
-        )
-        .with_hint("If a TLS-inspecting proxy sits in between, give its CA certificate with --ca-bundle (check) or the chart's caBundle value.");
-    }
-    let kind = if e.is_connect() {
-        "could not connect to"
-    } else {
-        "lost the connection to"
+    let kind = match crate::http::transport_failure(e) {
+        TransportFailure::Timeout => {
+            return Verdict::unavailable(reason::TIMEOUT, format!("Microsoft did not answer in time ({host})."))
+                .with_hint("Check egress from the cluster to the login host (firewall, proxy); the operator will try again.");
+        }
+        TransportFailure::Tls => {
+            return Verdict::unavailable(
+                reason::TLS_ERROR,
+                format!("The TLS connection to {host} failed: its certificate is not trusted or the handshake failed."),
+            )
+            .with_hint("If a TLS-inspecting proxy sits in between, give its CA certificate with --ca-bundle (check) or the chart's caBundle value.");
+        }
+        TransportFailure::Connect => "could not connect to",
+        TransportFailure::Lost => "lost the connection to",
     };
     Verdict::unavailable(reason::NETWORK_ERROR, format!("The operator {kind} {host}."))
         .with_hint("Check DNS, egress rules and HTTPS_PROXY/NO_PROXY for the login host; the operator will try again.")

@@ -25,7 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::reason;
-use crate::microsoft::RequestObserver;
+use crate::http::{RequestObserver, TransportFailure};
 
 /// The type of a NocoBase variable. NocoBase treats every `type` other than `secret` as
 /// plain text (`model.type === "secret"` decides encryption), so an unknown or missing
@@ -121,6 +121,8 @@ pub struct NocoBaseOptions {
     /// Called after every exchange with the action (`environmentVariables:list`, ...),
     /// the HTTP status (0 when none came back) and the duration.
     pub observer: Option<RequestObserver>,
+    /// A client built once and shared (the controller's); `None`: built from the above.
+    pub http: Option<reqwest::Client>,
 }
 
 impl Default for NocoBaseOptions {
@@ -130,6 +132,7 @@ impl Default for NocoBaseOptions {
             request_timeout: Duration::from_secs(15),
             ca_bundle_pem: None,
             observer: None,
+            http: None,
         }
     }
 }
@@ -320,11 +323,14 @@ impl NocoBaseClient {
             ));
         }
 
-        let http = crate::http::client(
-            opts.connect_timeout,
-            opts.request_timeout,
-            opts.ca_bundle_pem.as_deref(),
-        )?;
+        let http = match opts.http {
+            Some(shared) => shared,
+            None => crate::http::client(
+                opts.connect_timeout,
+                opts.request_timeout,
+                opts.ca_bundle_pem.as_deref(),
+            )?,
+        };
         Ok(Self {
             http,
             api: url,
@@ -667,23 +673,20 @@ impl NocoBaseClient {
     fn transport_failure(&self, op: Op, e: &reqwest::Error) -> SyncError {
         let base = &self.shown;
         let action = op.action();
-        let message = if e.is_timeout() {
-            format!(
+        let message = match crate::http::transport_failure(e) {
+            TransportFailure::Timeout => format!(
                 "NocoBase at {base} did not answer {action} within {} s. Check that NocoBase is running and reachable from the operator (Service, NetworkPolicy, HTTPS_PROXY/NO_PROXY); the operator will try again",
                 self.request_timeout.as_secs_f32()
-            )
-        } else if crate::http::is_tls_error(e) {
-            format!(
+            ),
+            TransportFailure::Tls => format!(
                 "the TLS connection to NocoBase at {base} failed: its certificate is not trusted or the handshake failed. Give the CA that signed it to the operator (the chart's caBundle value)"
-            )
-        } else if e.is_connect() {
-            format!(
+            ),
+            TransportFailure::Connect => format!(
                 "the operator could not connect to NocoBase at {base} (DNS, connection refused, firewall). Check spec.nocobase.url, that the NocoBase Service has ready pods, NetworkPolicies and HTTPS_PROXY/NO_PROXY; the operator will try again"
-            )
-        } else {
-            format!(
+            ),
+            TransportFailure::Lost => format!(
                 "the connection to NocoBase at {base} was lost during {action}; the operator will try again"
-            )
+            ),
         };
         SyncError::new(reason::NOCOBASE_UNREACHABLE, message)
     }

@@ -20,11 +20,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hmac::{Hmac, Mac};
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use super::client::{Listed, NocoBaseClient, SyncError, VarKind, VarWrite};
 use super::{reason, valid_name};
@@ -82,17 +80,15 @@ impl DesiredVar {
 /// HMAC-SHA256 of name, type and value keyed by `key`, 128 bits in hex: tells whether a
 /// value changed without keeping it.
 pub fn value_fingerprint(key: &[u8], name: &str, kind: VarKind, value: &SecretString) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any size");
-    for part in [
-        b"nocobase-variable".as_slice(),
-        name.as_bytes(),
-        kind.as_str().as_bytes(),
-        value.expose_secret().as_bytes(),
-    ] {
-        mac.update(&(part.len() as u64).to_be_bytes());
-        mac.update(part);
-    }
-    hex::encode(&mac.finalize().into_bytes()[..16])
+    crate::fingerprint::keyed(
+        key,
+        &[
+            b"nocobase-variable",
+            name.as_bytes(),
+            kind.as_str().as_bytes(),
+            value.expose_secret().as_bytes(),
+        ],
+    )
 }
 
 /// What the operator recorded (in the resource's status) after its last sync.
