@@ -265,43 +265,7 @@ impl NocoBaseClient {
         app: Option<String>,
         opts: NocoBaseOptions,
     ) -> Result<Self, String> {
-        let mut url = url::Url::parse(base_url.trim())
-            .map_err(|e| format!("the NocoBase URL is not a valid URL: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
-                "the NocoBase URL must start with http:// or https://, not {}://",
-                url.scheme()
-            ));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("the NocoBase URL has no host".into());
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(
-                "the NocoBase URL must not contain a user name or password; the API key goes in its Secret"
-                    .into(),
-            );
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err("the NocoBase URL must not have a query (?...) or fragment (#...)".into());
-        }
-        let shown = url.as_str().trim_end_matches('/').to_owned();
-        {
-            let mut segs = url
-                .path_segments_mut()
-                .map_err(|()| "the NocoBase URL cannot be a base".to_owned())?;
-            segs.pop_if_empty();
-        }
-        if url.path_segments().and_then(|mut s| s.next_back()) != Some("api") {
-            url.path_segments_mut()
-                .map_err(|()| "the NocoBase URL cannot be a base".to_owned())?
-                .push("api");
-        }
-        // A trailing empty segment makes the path end with `/`.
-        url.path_segments_mut()
-            .map_err(|()| "the NocoBase URL cannot be a base".to_owned())?
-            .push("");
-
+        let (url, shown) = api_url(base_url)?;
         let key = api_key.expose_secret().trim();
         if key.is_empty() {
             return Err("the NocoBase API key is empty".into());
@@ -690,6 +654,49 @@ impl NocoBaseClient {
         };
         SyncError::new(reason::NOCOBASE_UNREACHABLE, message)
     }
+}
+
+/// `{base}/api/` from NocoBase's root URL (a trailing `/api` accepted), and the base as
+/// shown in messages; or why the URL is refused.
+fn api_url(base_url: &str) -> Result<(url::Url, String), String> {
+    let mut url = url::Url::parse(base_url.trim())
+        .map_err(|e| format!("the NocoBase URL is not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the NocoBase URL must start with http:// or https://, not {}://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the NocoBase URL has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+                "the NocoBase URL must not contain a user name or password; the API key goes in its Secret"
+                    .into(),
+            );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the NocoBase URL must not have a query (?...) or fragment (#...)".into());
+    }
+    let shown = url.as_str().trim_end_matches('/').to_owned();
+    {
+        let mut segs = url
+            .path_segments_mut()
+            .map_err(|()| "the NocoBase URL cannot be a base".to_owned())?;
+        segs.pop_if_empty();
+    }
+    if url.path_segments().and_then(|mut s| s.next_back()) != Some("api") {
+        url.path_segments_mut()
+            .map_err(|()| "the NocoBase URL cannot be a base".to_owned())?
+            .push("api");
+    }
+    // A trailing empty segment makes the path end with `/`.
+    url.path_segments_mut()
+        .map_err(|()| "the NocoBase URL cannot be a base".to_owned())?
+        .push("");
+
+    Ok((url, shown))
 }
 
 /// A fixed, upper-case code such as `INVALID_TOKEN`: safe to quote.
