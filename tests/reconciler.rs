@@ -116,6 +116,7 @@ async fn harness() -> Harness {
         metrics,
         clock: clock_fn,
         http: nocobase_mail_operator::http::default_client(None).unwrap(),
+        error_backoff: Default::default(),
     });
     Harness {
         api,
@@ -998,4 +999,58 @@ async fn a_shared_answer_records_when_microsoft_was_asked() {
         "2027-01-01T00:00:00Z",
         "Microsoft was asked once, at 00:00:00"
     );
+}
+
+/// The wait an [`kube::runtime::controller::Action`] asks for (its field is private; its
+/// Debug form is `Action { requeue_after: Some(1.5s) }`).
+fn requeue_of(a: &kube::runtime::controller::Action) -> Duration {
+    let s = format!("{a:?}");
+    let d = s.split("Some(").nth(1).and_then(|r| r.split(')').next());
+    let d = d.unwrap_or_else(|| panic!("no requeue in {s}"));
+    let (num, unit) = d.split_at(d.find(|c: char| c.is_alphabetic() || c == 'µ').unwrap());
+    let n: f64 = num.parse().unwrap();
+    Duration::from_secs_f64(match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        u => panic!("unit {u} in {s}"),
+    })
+}
+
+#[tokio::test]
+async fn api_errors_back_off_per_integration_and_reset_on_success() {
+    use nocobase_mail_operator::controller::error_policy;
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.integration("outlook", "entra", json!([]));
+    h.settle("outlook").await;
+    let fail = || async {
+        h.api.set_fail_next("get", "secrets", 503);
+        let obj: MicrosoftMailIntegration =
+            serde_json::from_value(h.mmi("outlook").unwrap()).unwrap();
+        let obj = Arc::new(obj);
+        let err = reconcile(Arc::clone(&obj), Arc::clone(&h.ctx))
+            .await
+            .expect_err("the API failed");
+        requeue_of(&error_policy(obj, &err, Arc::clone(&h.ctx)))
+    };
+    // a brief API hiccup costs about a second, not 30
+    let first = fail().await;
+    assert!(first <= Duration::from_secs(1), "{first:?}");
+    let mut last = first;
+    for _ in 0..4 {
+        last = fail().await;
+    }
+    assert!(
+        last >= Duration::from_secs(8) && last <= Duration::from_secs(16),
+        "{last:?}"
+    );
+    for _ in 0..20 {
+        last = fail().await;
+    }
+    assert!(last <= Duration::from_secs(300), "capped: {last:?}");
+    // a successful reconcile starts over
+    h.reconcile("outlook").await;
+    assert!(fail().await <= Duration::from_secs(1));
 }

@@ -2,6 +2,7 @@
 //! Deployments (metadata only) they point at, in all namespaces or in those given; serves
 //! /metrics, /healthz and /readyz; elects a leader through a Lease.
 
+pub mod backoff;
 pub mod reconcile;
 pub mod server;
 pub mod validations;
@@ -78,6 +79,7 @@ pub fn context(
         metrics,
         clock,
         http,
+        error_backoff: Default::default(),
     }))
 }
 

@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::backoff::ErrorBackoff;
 use super::validations::ValidationCache;
 use crate::api::{
     InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
@@ -49,6 +50,8 @@ pub struct Context {
     /// The outbound HTTP client, built once (with `--ca-bundle`) and reused by every
     /// NocoBase request.
     pub http: reqwest::Client,
+    /// Failures per integration, for [`error_policy`].
+    pub error_backoff: ErrorBackoff,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +89,20 @@ pub async fn reconcile(
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.error_backoff.reset(&format!("{ns}/{name}"));
+    }
     result
 }
 
-/// Kubernetes API errors are retried after a pause; never a hot loop, never a crash.
+/// Kubernetes API errors are retried with per-integration exponential backoff and jitter
+/// (about 1 s doubling to 5 min, see [`super::backoff`]); never a hot loop, never a crash.
 pub fn error_policy(mmi: Arc<MicrosoftMailIntegration>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_errors.inc();
-    warn!(namespace = mmi.namespace().unwrap_or_default(), name = mmi.name_any(), error = %err, "reconcile failed; retrying in 30s");
-    Action::requeue(Duration::from_secs(30))
+    let (ns, name) = (mmi.namespace().unwrap_or_default(), mmi.name_any());
+    let wait = ctx.error_backoff.next(&format!("{ns}/{name}"));
+    warn!(namespace = %ns, name = %name, error = %err, retry_in_ms = wait.as_millis() as u64, "reconcile failed; retrying");
+    Action::requeue(wait)
 }
 
 /// Reads the referenced Secret: a usable credential set with its fingerprint, or a precise
