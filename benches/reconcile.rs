@@ -17,7 +17,7 @@ use common::fake_api::FakeApi;
 use common::{CLIENT, Emulator, TENANT, json_response};
 use kube::ResourceExt;
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
-use nocobase_mail_operator::controller::{context, reconcile, run_controller};
+use nocobase_mail_operator::controller::{CacheSync, context, reconcile, run_controller};
 use nocobase_mail_operator::telemetry::Metrics;
 use serde_json::json;
 
@@ -110,7 +110,7 @@ async fn run(n: usize) {
         api.client(),
         None,
         Arc::clone(&ctx),
-        Arc::new(AtomicBool::new(false)),
+        CacheSync::new(1, Arc::new(AtomicBool::new(false))),
     ));
     // Ready integrations, from the operator's own gauge: listing 10,000 objects from the
     // fake every 100 ms would hold its lock and distort the figures.

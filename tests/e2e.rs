@@ -158,7 +158,7 @@ async fn end_to_end_on_a_real_cluster() {
         client.clone(),
         Some(ns.clone()),
         ctx,
-        Arc::new(AtomicBool::new(false)),
+        nocobase_mail_operator::controller::CacheSync::new(1, Arc::new(AtomicBool::new(false))),
     ));
 
     let condition = |t: &'static str| {

@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams};
 use kube::runtime::events::{Recorder, Reporter};
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
 use nocobase_mail_operator::controller::validations::ValidationCache;
-use nocobase_mail_operator::controller::{Context, reconcile};
+use nocobase_mail_operator::controller::{CacheSync, Context, reconcile};
 use nocobase_mail_operator::inject::FINGERPRINT_ANNOTATION;
 use nocobase_mail_operator::microsoft::MicrosoftClient;
 use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, WATCHED_NAMESPACE_RULES};
@@ -662,7 +662,7 @@ async fn the_controller_runs_against_the_fake_as_against_a_cluster() {
         h.api.client(),
         Some(NS.into()),
         Arc::clone(&h.ctx),
-        Arc::clone(&ready),
+        CacheSync::new(1, Arc::clone(&ready)),
     ));
     let wait = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
         for _ in 0..200 {
@@ -1053,4 +1053,48 @@ async fn api_errors_back_off_per_integration_and_reset_on_success() {
     // a successful reconcile starts over
     h.reconcile("outlook").await;
     assert!(fail().await <= Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn ready_only_once_every_namespace_has_synced() {
+    let h = harness().await;
+    // the first list of integrations fails: that namespace's watcher retries after its
+    // backoff (about a second) while the other one syncs at once
+    h.api
+        .set_fail_next("list", "microsoftmailintegrations", 503);
+    let ready = Arc::new(AtomicBool::new(false));
+    let sync = CacheSync::new(2, Arc::clone(&ready));
+    let tasks: Vec<_> = [NS, "other"]
+        .into_iter()
+        .map(|ns| {
+            tokio::spawn(nocobase_mail_operator::controller::run_controller(
+                h.api.client(),
+                Some(ns.into()),
+                Arc::clone(&h.ctx),
+                Arc::clone(&sync),
+            ))
+        })
+        .collect();
+    let synced = |ns: &str| {
+        h.api.requests().iter().any(|r| {
+            r.resource == "microsoftmailintegrations"
+                && r.verb == "list"
+                && r.status == 200
+                && r.namespace.as_deref() == Some(ns)
+        })
+    };
+    let mut became_ready = false;
+    for _ in 0..400 {
+        if ready.load(std::sync::atomic::Ordering::SeqCst) {
+            became_ready = true;
+            assert!(
+                synced(NS) && synced("other"),
+                "ready before every namespace had listed its integrations"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(became_ready, "never ready");
+    tasks.iter().for_each(|t| t.abort());
 }

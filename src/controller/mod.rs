@@ -8,7 +8,7 @@ pub mod server;
 pub mod validations;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -138,12 +138,41 @@ pub fn integrations_for_deployment(
         .collect()
 }
 
-/// Runs one controller over one namespace (or all, with `None`) until shutdown.
+/// Readiness of the controllers run together (one per `--namespace`): ready once every
+/// one of them has synced its caches, not when the first has.
+pub struct CacheSync {
+    pending: AtomicUsize,
+    ready: Arc<AtomicBool>,
+}
+
+impl CacheSync {
+    /// For `controllers` controllers; sets `ready` once all have synced.
+    pub fn new(controllers: usize, ready: Arc<AtomicBool>) -> Arc<Self> {
+        Arc::new(Self {
+            pending: AtomicUsize::new(controllers),
+            ready,
+        })
+    }
+
+    /// One controller's caches have synced (call once per controller).
+    fn synced(&self) {
+        let before = self.pending.fetch_sub(1, Ordering::SeqCst);
+        if before == 1 {
+            self.ready.store(true, Ordering::SeqCst);
+            info!("caches synced; ready");
+        } else {
+            info!(waiting_for = before - 1, "caches synced for one namespace");
+        }
+    }
+}
+
+/// Runs one controller over one namespace (or all, with `None`) until shutdown; reports to
+/// `sync` once its caches have synced.
 pub async fn run_controller(
     client: Client,
     namespace: Option<String>,
     ctx: Arc<Context>,
-    ready: Arc<AtomicBool>,
+    sync: Arc<CacheSync>,
 ) {
     // Secrets and Deployments are watched as metadata only (Api<PartialObjectMeta<_>>): no
     // secret data and no pod templates are held in memory.
@@ -189,8 +218,7 @@ pub async fn run_controller(
                     Err(_) => continue,
                 }
             }
-            ready.store(true, Ordering::SeqCst);
-            info!("caches synced; ready");
+            sync.synced();
         }
     };
     tokio::spawn(readiness);
@@ -270,10 +298,11 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
+    let sync = CacheSync::new(namespaces.len(), Arc::clone(&ready));
     let controllers = futures::future::join_all(
         namespaces
             .into_iter()
-            .map(|ns| run_controller(client.clone(), ns, Arc::clone(&ctx), Arc::clone(&ready))),
+            .map(|ns| run_controller(client.clone(), ns, Arc::clone(&ctx), Arc::clone(&sync))),
     );
     match leadership {
         Some((mut rx, task)) => {
