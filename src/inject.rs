@@ -25,9 +25,12 @@ pub const KEY_CLIENT_ID: &str = "client-id";
 pub const KEY_CLIENT_SECRET: &str = "client-secret";
 pub const KEY_TENANT_ID: &str = "tenant-id";
 
+/// Suffix of every managed Secret's name.
+const MANAGED_SECRET_SUFFIX: &str = "-microsoft-credentials";
+
 /// `<integration>-microsoft-credentials`, in the integration's namespace.
 pub fn managed_secret_name(integration: &str) -> String {
-    format!("{integration}-microsoft-credentials")
+    format!("{integration}{MANAGED_SECRET_SUFFIX}")
 }
 
 /// Does the target select this Deployment?
@@ -75,6 +78,8 @@ pub struct Plan {
     pub patch: Value,
     /// The Deployment already carries exactly this; nothing to write.
     pub up_to_date: bool,
+    /// `OnChange` when any target selecting the Deployment asks for it.
+    pub rollout: Rollout,
 }
 
 fn env_entries(target: &Target, secret: &str) -> Vec<EnvVar> {
@@ -107,49 +112,117 @@ pub fn plan(
     secret: &str,
     fingerprint: &str,
 ) -> Result<Plan, PlanProblem> {
-    let name = dep.metadata.name.clone().unwrap_or_default();
-    let pod = dep.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-    let present: Vec<&str> = pod
-        .map(|p| p.containers.iter().map(|c| c.name.as_str()).collect())
-        .unwrap_or_default();
-    let selected: Vec<String> = if target.containers.is_empty() {
-        present.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        let missing: Vec<&String> = target
-            .containers
-            .iter()
-            .filter(|c| !present.contains(&c.as_str()))
-            .collect();
-        if !missing.is_empty() {
+    plan_merged(dep, &[target], secret, fingerprint)
+}
+
+/// The containers of `dep` a target selects (all when it names none).
+fn selected_containers(
+    dep: &Deployment,
+    present: &[&str],
+    target: &Target,
+) -> Result<Vec<String>, PlanProblem> {
+    let name = dep.metadata.name.as_deref().unwrap_or_default();
+    if target.containers.is_empty() {
+        if present.is_empty() {
             return Err(PlanProblem {
                 reason: "ContainerNotFound",
-                message: format!(
-                    "Deployment {name} has no container named {} (it has: {}).",
-                    missing
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    present.join(", ")
-                ),
+                message: format!("Deployment {name} has no containers."),
             });
         }
-        target.containers.clone()
-    };
-    if selected.is_empty() {
+        return Ok(present.iter().map(|s| (*s).to_owned()).collect());
+    }
+    let missing: Vec<&str> = target
+        .containers
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !present.contains(c))
+        .collect();
+    if !missing.is_empty() {
         return Err(PlanProblem {
             reason: "ContainerNotFound",
-            message: format!("Deployment {name} has no containers."),
+            message: format!(
+                "Deployment {name} has no container named {} (it has: {}).",
+                missing.join(", "),
+                present.join(", ")
+            ),
         });
     }
-    let wanted = env_entries(target, secret);
+    Ok(target.containers.clone())
+}
+
+/// Env entries wanted per container, all targets together; two targets giving one name
+/// different values in one container is a conflict in the spec itself.
+fn wanted_env(
+    dep: &Deployment,
+    present: &[&str],
+    targets: &[&Target],
+    secret: &str,
+) -> Result<BTreeMap<String, Vec<EnvVar>>, PlanProblem> {
+    let name = dep.metadata.name.as_deref().unwrap_or_default();
+    let mut wanted: BTreeMap<String, Vec<EnvVar>> = BTreeMap::new();
+    for t in targets {
+        for c in selected_containers(dep, present, t)? {
+            let env = wanted.entry(c.clone()).or_default();
+            for w in env_entries(t, secret) {
+                match env.iter().find(|e| e.name == w.name) {
+                    Some(e) if *e != w => {
+                        return Err(PlanProblem {
+                            reason: "EnvConflict",
+                            message: format!(
+                                "Two targets put {} into container {c} of Deployment {name} with different values; give them distinct names in spec.targets[].env.",
+                                w.name
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                    None => env.push(w),
+                }
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// The managed Secret an env entry reads, if it reads one of the operator's.
+fn managed_ref(e: &EnvVar) -> Option<&str> {
+    let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+    r.name
+        .ends_with(MANAGED_SECRET_SUFFIX)
+        .then_some(r.name.as_str())
+}
+
+/// Plans one Deployment for every target of one integration that selects it: one apply
+/// with all their entries, so that targets never undo each other under the one field
+/// manager. A Deployment already carrying another integration's configuration, or an
+/// entry of the same name set by someone else, is an `EnvConflict`: never overwritten.
+pub fn plan_merged(
+    dep: &Deployment,
+    targets: &[&Target],
+    secret: &str,
+    fingerprint: &str,
+) -> Result<Plan, PlanProblem> {
+    let name = dep.metadata.name.clone().unwrap_or_default();
+    let pod = dep.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let containers: Vec<_> = pod.iter().flat_map(|p| p.containers.iter()).collect();
+    let present: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    let wanted = wanted_env(dep, &present, targets, secret)?;
     let mut up_to_date = true;
-    for c in pod
-        .into_iter()
-        .flat_map(|p| p.containers.iter())
-        .filter(|c| selected.contains(&c.name))
-    {
-        for w in &wanted {
+    for c in &containers {
+        let want = wanted.get(&c.name).map(Vec::as_slice).unwrap_or_default();
+        for e in c.env.iter().flatten() {
+            if let Some(other) = managed_ref(e).filter(|r| *r != secret) {
+                return Err(PlanProblem {
+                    reason: "EnvConflict",
+                    message: format!(
+                        "Deployment {name} already receives the configuration of another integration (Secret {other}, in {} of container {}); one integration per Deployment.",
+                        e.name, c.name
+                    ),
+                });
+            }
+            // an entry of ours no longer wanted here is given back by the next apply
+            up_to_date &= managed_ref(e).is_none() || want.iter().any(|w| w.name == e.name);
+        }
+        for w in want {
             match c.env.iter().flatten().find(|e| e.name == w.name) {
                 Some(e) if e == w => {}
                 Some(_) => {
@@ -165,49 +238,121 @@ pub fn plan(
             }
         }
     }
-    // entries left in containers no longer selected are given back by the next apply
-    let stale = pod
-        .into_iter()
-        .flat_map(|p| p.containers.iter())
-        .filter(|c| !selected.contains(&c.name))
-        .any(|c| {
-            c.env.iter().flatten().any(|e| {
-                e.value_from
-                    .as_ref()
-                    .and_then(|v| v.secret_key_ref.as_ref())
-                    .is_some_and(|r| r.name == secret)
-            })
-        });
-    up_to_date &= !stale;
+    let on_change = targets.iter().any(|t| t.rollout == Rollout::OnChange);
     let current_annotation = dep
         .spec
         .as_ref()
         .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(FINGERPRINT_ANNOTATION));
-    let mut template_meta = json!({});
-    match target.rollout {
-        Rollout::OnChange => {
-            up_to_date &= current_annotation.map(String::as_str) == Some(fingerprint);
-            template_meta = json!({"annotations": {FINGERPRINT_ANNOTATION: fingerprint}});
-        }
-        Rollout::Manual => up_to_date &= current_annotation.is_none(),
-    }
+        .and_then(|a| a.get(FINGERPRINT_ANNOTATION))
+        .map(String::as_str);
+    let template_meta = if on_change {
+        up_to_date &= current_annotation == Some(fingerprint);
+        json!({"annotations": {FINGERPRINT_ANNOTATION: fingerprint}})
+    } else {
+        up_to_date &= current_annotation.is_none();
+        json!({})
+    };
     let patch = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": dep.metadata.namespace},
         "spec": {"template": {
             "metadata": template_meta,
-            "spec": {"containers": selected.iter().map(|c| json!({"name": c, "env": wanted})).collect::<Vec<_>>()}
+            "spec": {"containers": wanted.iter().map(|(c, env)| json!({"name": c, "env": env})).collect::<Vec<_>>()}
         }}
     });
     Ok(Plan {
         deployment: name,
-        containers: selected,
+        containers: wanted.into_keys().collect(),
         patch,
         up_to_date,
+        rollout: if on_change {
+            Rollout::OnChange
+        } else {
+            Rollout::Manual
+        },
     })
+}
+
+/// One integration's targets against the Deployments of its namespace: one plan per
+/// Deployment (sorted by name), and what could not be planned.
+pub fn plan_targets(
+    targets: &[Target],
+    deployments: &[Deployment],
+    namespace: &str,
+    secret: &str,
+    fingerprint: &str,
+) -> (Vec<Plan>, Vec<PlanProblem>) {
+    let mut problems = vec![];
+    let mut by_deployment: BTreeMap<&str, (&Deployment, Vec<&Target>)> = BTreeMap::new();
+    for (idx, t) in targets.iter().enumerate() {
+        let matched: Vec<&Deployment> = deployments.iter().filter(|d| selects(t, d)).collect();
+        if matched.is_empty() {
+            let what = t.deployment_name.as_deref().map_or_else(
+                || "no Deployment matches the selector".to_owned(),
+                |n| format!("Deployment {n} does not exist"),
+            );
+            problems.push(PlanProblem {
+                reason: "TargetNotFound",
+                message: format!("targets[{idx}]: {what} in namespace {namespace}."),
+            });
+        }
+        for d in matched {
+            let name = d.metadata.name.as_deref().unwrap_or_default();
+            by_deployment.entry(name).or_insert((d, vec![])).1.push(t);
+        }
+    }
+    let mut plans = vec![];
+    for (dep, ts) in by_deployment.into_values() {
+        match plan_merged(dep, &ts, secret, fingerprint) {
+            Ok(p) => plans.push(p),
+            Err(p) => problems.push(p),
+        }
+    }
+    (plans, problems)
+}
+
+/// The existing Deployments that may hold the operator's fields: those injected before
+/// and those targeted now, sorted.
+pub fn holding(
+    previously: &[String],
+    targets: &[Target],
+    deployments: &[Deployment],
+) -> Vec<String> {
+    let mut names: Vec<String> = deployments
+        .iter()
+        .filter(|d| {
+            let name = d.metadata.name.as_deref().unwrap_or_default();
+            previously.iter().any(|p| p == name) || targets.iter().any(|t| selects(t, d))
+        })
+        .filter_map(|d| d.metadata.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Deployments the integration injected before and targets no more: those still there
+/// are to be released; those gone (deleted) are released already.
+pub fn released_targets(
+    previously: &[String],
+    targets: &[Target],
+    deployments: &[Deployment],
+) -> (Vec<String>, Vec<String>) {
+    let mut release = vec![];
+    let mut disappeared = vec![];
+    for name in previously {
+        match deployments
+            .iter()
+            .find(|d| d.metadata.name.as_ref() == Some(name))
+        {
+            None => disappeared.push(name.clone()),
+            Some(d) if !targets.iter().any(|t| selects(t, d)) => release.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    (release, disappeared)
 }
 
 /// The apply configuration that gives up everything the operator owns in a Deployment

@@ -276,87 +276,110 @@ async fn inject_targets(
         return Ok(InjectionReport::no_targets());
     }
 
-    // 2. Deployments no longer targeted give back what the operator owns.
-    let all = deployments.list(&ListParams::default()).await?.items;
-    let targeted = |d: &Deployment| mmi.spec.targets.iter().any(|t| inject::selects(t, d));
-    for gone in previous.injected.iter().filter(|i| {
-        !all.iter()
-            .any(|d| d.name_any() == i.deployment && targeted(d))
-    }) {
-        release(&deployments, &ns, &gone.deployment).await?;
-    }
-    if mmi.spec.targets.is_empty() {
-        return Ok(InjectionReport::no_targets());
-    }
-    let Some(config_fp) = config_fp else {
-        return Ok(InjectionReport {
-            status: ConditionStatus::False,
-            reason: "AwaitingValidCredentials".into(),
-            message: "Nothing is injected until Microsoft accepts the credentials.".into(),
-            injected: vec![],
+    let Some(config_fp) = config_fp.filter(|_| !mmi.spec.targets.is_empty()) else {
+        let (_, disappeared) = release_untargeted(mmi, &deployments, previous).await?;
+        return Ok(if mmi.spec.targets.is_empty() {
+            InjectionReport {
+                disappeared,
+                ..InjectionReport::no_targets()
+            }
+        } else {
+            InjectionReport {
+                status: ConditionStatus::False,
+                reason: "AwaitingValidCredentials".into(),
+                message: "Nothing is injected until Microsoft accepts the credentials.".into(),
+                injected: vec![],
+                disappeared,
+            }
         });
     };
+    inject_deployments(mmi, &deployments, previous, &secret_name, &config_fp, &note).await
+}
 
-    // 3. Each target: plan, and apply only what differs.
-    let mut problems: Vec<(&'static str, String)> = vec![];
+/// Lists the namespace's Deployments and gives back what the operator owns in those it
+/// injected before and targets no more. Returns the list, and the previously injected
+/// Deployments that were deleted (nothing to give back).
+async fn release_untargeted(
+    mmi: &MicrosoftMailIntegration,
+    deployments: &Api<Deployment>,
+    previous: &MicrosoftMailIntegrationStatus,
+) -> Result<(Vec<Deployment>, Vec<String>), Error> {
+    let all = deployments.list(&ListParams::default()).await?.items;
+    let before: Vec<String> = previous
+        .injected
+        .iter()
+        .map(|i| i.deployment.clone())
+        .collect();
+    let (release_now, disappeared) = inject::released_targets(&before, &mmi.spec.targets, &all);
+    for name in &release_now {
+        release(deployments, name).await?;
+    }
+    Ok((all, disappeared))
+}
+
+/// Applies the validated configuration to every targeted Deployment (one apply per
+/// Deployment, all targets merged), only where it differs.
+async fn inject_deployments(
+    mmi: &MicrosoftMailIntegration,
+    deployments: &Api<Deployment>,
+    previous: &MicrosoftMailIntegrationStatus,
+    secret_name: &str,
+    config_fp: &str,
+    note: &str,
+) -> Result<InjectionReport, Error> {
+    let ns = mmi.namespace().unwrap_or_default();
+    let (all, disappeared) = release_untargeted(mmi, deployments, previous).await?;
+    let (plans, mut problems) =
+        inject::plan_targets(&mmi.spec.targets, &all, &ns, secret_name, config_fp);
     let mut injected: Vec<InjectedTarget> = vec![];
-    for (idx, t) in mmi.spec.targets.iter().enumerate() {
-        let matched: Vec<&Deployment> = all.iter().filter(|d| inject::selects(t, d)).collect();
-        if matched.is_empty() {
-            let what = t.deployment_name.as_deref().map_or_else(
-                || "no Deployment matches the selector".to_owned(),
-                |n| format!("Deployment {n} does not exist"),
-            );
-            problems.push((
-                "TargetNotFound",
-                format!("targets[{idx}]: {what} in namespace {ns}."),
-            ));
-            continue;
-        }
-        for dep in matched {
-            match inject::plan(dep, t, &secret_name, &config_fp) {
-                Err(p) => problems.push((p.reason, p.message)),
-                Ok(plan) => {
-                    if !plan.up_to_date {
-                        let pp = PatchParams::apply(FIELD_MANAGER);
-                        match deployments
-                            .patch(&plan.deployment, &pp, &Patch::Apply(&plan.patch))
-                            .await
-                        {
-                            Ok(_) => info!(deployment = %plan.deployment, "configuration injected"),
-                            Err(kube::Error::Api(s)) if s.code == 409 => {
-                                problems.push((
-                                    "EnvConflict",
-                                    format!("Deployment {}: another field manager owns the same fields: {}", plan.deployment, s.message),
-                                ));
-                                continue;
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    injected.push(InjectedTarget {
-                        deployment: plan.deployment,
-                        containers: plan.containers,
-                        fingerprint: config_fp.clone(),
-                        rollout: t.rollout,
+    for plan in plans {
+        if !plan.up_to_date {
+            let pp = PatchParams::apply(FIELD_MANAGER);
+            match deployments
+                .patch(&plan.deployment, &pp, &Patch::Apply(&plan.patch))
+                .await
+            {
+                Ok(_) => info!(deployment = %plan.deployment, "configuration injected"),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    problems.push(inject::PlanProblem {
+                        reason: "EnvConflict",
+                        message: format!(
+                            "Deployment {}: another field manager owns the same fields: {}",
+                            plan.deployment, s.message
+                        ),
                     });
+                    continue;
                 }
+                Err(e) => return Err(e.into()),
             }
         }
+        injected.push(InjectedTarget {
+            deployment: plan.deployment,
+            containers: plan.containers,
+            fingerprint: config_fp.to_owned(),
+            rollout: plan.rollout,
+        });
     }
-    injected.sort_by(|a, b| a.deployment.cmp(&b.deployment));
-    injected.dedup_by(|a, b| a.deployment == b.deployment);
-    if let Some((reason, _)) = problems.first() {
+    let gone = if disappeared.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Deployment(s) {} received the configuration before and were deleted since.",
+            disappeared.join(", ")
+        )
+    };
+    if let Some(first) = problems.first() {
         let message = problems
             .iter()
-            .map(|(_, m)| m.as_str())
+            .map(|p| p.message.as_str())
             .collect::<Vec<_>>()
             .join(" ");
         return Ok(InjectionReport {
             status: ConditionStatus::False,
-            reason: (*reason).into(),
-            message,
+            reason: first.reason.into(),
+            message: format!("{message}{gone}"),
             injected,
+            disappeared,
         });
     }
     let names: Vec<&str> = injected.iter().map(|i| i.deployment.as_str()).collect();
@@ -365,7 +388,7 @@ async fn inject_targets(
         status: ConditionStatus::True,
         reason: "Injected".into(),
         message: format!(
-            "The validated configuration is in Deployment(s) {} through Secret {secret_name}.{}{note}",
+            "The validated configuration is in Deployment(s) {} through Secret {secret_name}.{}{note}{gone}",
             names.join(", "),
             if manual {
                 " Rollout is Manual for some targets: restart their pods yourself to pick up a change."
@@ -374,6 +397,7 @@ async fn inject_targets(
             }
         ),
         injected,
+        disappeared,
     })
 }
 
@@ -546,21 +570,32 @@ async fn sync_nocobase(
     }
 }
 
-async fn release(deployments: &Api<Deployment>, ns: &str, name: &str) -> Result<(), Error> {
+/// Gives back what the operator owns in a Deployment that was there when listed. An apply
+/// to a missing object is a create (refused: 422 for a Deployment without a spec, 403 in a
+/// terminating namespace), so a failure is checked with a fresh read: a Deployment deleted
+/// meanwhile is released already.
+async fn release(deployments: &Api<Deployment>, name: &str) -> Result<(), Error> {
+    let ns = deployments.namespace().unwrap_or_default();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    match deployments
+    let Err(err) = deployments
         .patch(name, &pp, &Patch::Apply(&inject::release_patch(ns, name)))
         .await
-    {
-        Ok(_) => {
+    else {
+        info!(
+            deployment = name,
+            "removed the operator's env entries and annotation"
+        );
+        return Ok(());
+    };
+    match deployments.get_opt(name).await? {
+        None => {
             info!(
                 deployment = name,
-                "removed the operator's env entries and annotation"
+                "Deployment deleted meanwhile; nothing to give back"
             );
             Ok(())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+        Some(_) => Err(err.into()),
     }
 }
 
@@ -569,20 +604,17 @@ async fn release(deployments: &Api<Deployment>, ns: &str, name: &str) -> Result<
 async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut names: Vec<String> = mmi
+    let before: Vec<String> = mmi
         .status
         .iter()
         .flat_map(|s| s.injected.iter().map(|i| i.deployment.clone()))
         .collect();
-    for d in deployments.list(&ListParams::default()).await?.items {
-        if mmi.spec.targets.iter().any(|t| inject::selects(t, &d)) {
-            names.push(d.name_any());
-        }
-    }
-    names.sort();
-    names.dedup();
+    let all = deployments.list(&ListParams::default()).await?.items;
+    // only Deployments that exist: a deleted one (or a namespace being deleted) has
+    // nothing left to give back, and must never hold the deletion up
+    let names = inject::holding(&before, &mmi.spec.targets, &all);
     for n in &names {
-        release(&deployments, &ns, n).await?;
+        release(&deployments, n).await?;
     }
     if let (Some(nb), Some(state)) = (
         &mmi.spec.nocobase,

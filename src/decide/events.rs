@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::conditions::{Cond, RENEW};
-use super::{ConditionStatus, EventSpec, NocoBaseReport};
+use super::{ConditionStatus, EventSpec, InjectionReport, NocoBaseReport};
 use crate::api::{LastUnavailable, MicrosoftMailIntegrationStatus as Status, condition};
 use crate::expiry::{self, Assessment, Stage};
 
@@ -151,6 +151,22 @@ pub fn unavailable_event(
 /// An injection problem, when it is new.
 pub fn injection_event(previous: &Status, injected: &Cond) -> Option<EventSpec> {
     failure_transition(previous, condition::INJECTED, injected, "Inject")
+}
+
+/// One Warning per Deployment that had the configuration and was deleted. Once: the next
+/// round's status no longer lists it as injected.
+pub fn target_deleted_events(injection: &InjectionReport) -> Vec<EventSpec> {
+    injection
+        .disappeared
+        .iter()
+        .map(|d| {
+            warning(
+                "TargetDeleted",
+                format!("Deployment {d}, which received the configuration, was deleted; nothing is left to give back. It is injected again if it comes back and is still targeted."),
+                "Inject",
+            )
+        })
+        .collect()
 }
 
 /// A NocoBase problem when it is new, and a Normal `NocoBaseUpdated` after writes.

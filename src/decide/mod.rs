@@ -77,6 +77,8 @@ pub struct InjectionReport {
     pub reason: String,
     pub message: String,
     pub injected: Vec<InjectedTarget>,
+    /// Deployments injected before that were deleted since (nothing to give back).
+    pub disappeared: Vec<String>,
 }
 
 impl InjectionReport {
@@ -87,6 +89,7 @@ impl InjectionReport {
             message: "No targets: the credentials are validated and watched, and injected nowhere."
                 .into(),
             injected: vec![],
+            disappeared: vec![],
         }
     }
 }
@@ -164,6 +167,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         .chain(expiry_events)
         .chain(events::unavailable_event(i.previous, pending))
         .chain(events::injection_event(i.previous, &inj))
+        .chain(events::target_deleted_events(i.injection))
         .collect();
     if let Some(nb) = i.nocobase {
         evs.extend(events::nocobase_events(i.previous, nb));
