@@ -1098,3 +1098,175 @@ async fn ready_only_once_every_namespace_has_synced() {
     assert!(became_ready, "never ready");
     tasks.iter().for_each(|t| t.abort());
 }
+
+#[tokio::test]
+async fn a_deleted_target_deployment_is_reported_and_never_recreated() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.deployment("nocobase", json!([]));
+    h.integration("outlook", "entra", json!([{"deploymentName": "nocobase"}]));
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Injected").1, "Injected");
+
+    // the user deletes the Deployment: status says so, nothing is recreated
+    h.api.delete("apps/v1", "Deployment", NS, "nocobase");
+    h.settle("outlook").await;
+    assert!(h.api.get("apps/v1", "Deployment", NS, "nocobase").is_none());
+    let (s, reason, msg) = h.condition("outlook", "Injected");
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "TargetNotFound"));
+    assert!(msg.contains("nocobase does not exist"), "{msg}");
+    assert!(
+        h.events()
+            .contains(&("Warning".to_owned(), "TargetDeleted".to_owned())),
+        "{:?}",
+        h.events()
+    );
+    assert!(
+        h.status("outlook")["injected"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
+
+    // also when the target is removed from the spec in the same breath
+    h.deployment("nocobase", json!([]));
+    h.settle("outlook").await;
+    h.api.delete("apps/v1", "Deployment", NS, "nocobase");
+    let mut m = h.mmi("outlook").unwrap();
+    m["spec"]["targets"] = json!([]);
+    h.api.update(m);
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Injected").1, "NoTargets");
+    assert!(h.api.get("apps/v1", "Deployment", NS, "nocobase").is_none());
+}
+
+#[tokio::test]
+async fn deletion_completes_when_the_deployment_or_the_namespace_is_gone() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.deployment("nocobase", json!([]));
+    h.integration("outlook", "entra", json!([{"deploymentName": "nocobase"}]));
+    h.settle("outlook").await;
+    // kubectl delete namespace: the namespace terminates, its Deployments go first
+    h.api.insert(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": NS, "deletionTimestamp": "2027-01-01T00:00:00Z"},
+        "status": {"phase": "Terminating"}}));
+    h.api.delete("apps/v1", "Deployment", NS, "nocobase");
+    let api: Api<MicrosoftMailIntegration> = Api::namespaced(h.api.client(), NS);
+    api.delete("outlook", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.settle("outlook").await;
+    assert!(
+        h.mmi("outlook").is_none(),
+        "finalizer removed, integration gone"
+    );
+    assert!(h.api.get("apps/v1", "Deployment", NS, "nocobase").is_none());
+}
+
+#[tokio::test]
+async fn two_targets_on_one_deployment_are_one_apply_and_settle() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.deployment("nocobase", json!([]));
+    h.integration(
+        "outlook",
+        "entra",
+        json!([
+            {"deploymentName": "nocobase", "containers": ["nocobase"]},
+            {"deploymentSelector": {"matchLabels": {"app": "nocobase"}}, "containers": ["sidecar"],
+             "env": {"clientId": "MS_ID", "clientSecret": "MS_SECRET", "tenantId": "MS_TENANT"}}
+        ]),
+    );
+    h.settle("outlook").await;
+    let dep = h.dep("nocobase");
+    assert_eq!(
+        env_names(&dep, 0),
+        [
+            "APP_KEY",
+            "MICROSOFT_CLIENT_ID",
+            "MICROSOFT_CLIENT_SECRET",
+            "MICROSOFT_TENANT_ID"
+        ]
+    );
+    assert_eq!(env_names(&dep, 1), ["MS_ID", "MS_SECRET", "MS_TENANT"]);
+    assert_eq!(h.condition("outlook", "Injected").1, "Injected");
+    // repeated reconciles rewrite nothing
+    h.api.clear_requests();
+    for _ in 0..3 {
+        h.reconcile("outlook").await;
+    }
+    assert_eq!(h.api.writes(), 0);
+    assert_eq!(
+        h.dep("nocobase")["metadata"]["resourceVersion"],
+        dep["metadata"]["resourceVersion"]
+    );
+}
+
+#[tokio::test]
+async fn a_second_integration_on_the_same_container_gets_env_conflict_for_good() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.secret("entra-two", GOOD2);
+    h.deployment("nocobase", json!([]));
+    h.integration("first", "entra", json!([{"deploymentName": "nocobase"}]));
+    h.settle("first").await;
+    h.integration(
+        "second",
+        "entra-two",
+        json!([{"deploymentName": "nocobase"}]),
+    );
+    h.settle("second").await;
+    let dep = h.dep("nocobase");
+    h.api.clear_requests();
+    for _ in 0..3 {
+        h.reconcile("second").await;
+        h.reconcile("first").await;
+    }
+    assert_eq!(h.condition("first", "Injected").1, "Injected");
+    let (s, reason, msg) = h.condition("second", "Injected");
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("False", "EnvConflict"),
+        "{msg}"
+    );
+    assert_eq!(h.api.writes(), 0, "no flapping");
+    assert_eq!(h.dep("nocobase"), dep);
+}
+
+#[tokio::test]
+async fn a_second_integration_on_another_container_gets_env_conflict_too() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.secret("entra-two", GOOD2);
+    h.deployment("nocobase", json!([]));
+    h.integration(
+        "first",
+        "entra",
+        json!([{"deploymentName": "nocobase", "containers": ["nocobase"]}]),
+    );
+    h.settle("first").await;
+    h.integration(
+        "second",
+        "entra-two",
+        json!([{"deploymentName": "nocobase", "containers": ["sidecar"]}]),
+    );
+    h.settle("second").await;
+    let dep = h.dep("nocobase");
+    h.api.clear_requests();
+    for _ in 0..3 {
+        h.reconcile("second").await;
+        h.reconcile("first").await;
+    }
+    assert_eq!(h.condition("second", "Injected").1, "EnvConflict");
+    assert_eq!(h.api.writes(), 0, "no flapping");
+    assert_eq!(h.dep("nocobase"), dep);
+    assert_eq!(
+        env_names(&dep, 0),
+        [
+            "APP_KEY",
+            "MICROSOFT_CLIENT_ID",
+            "MICROSOFT_CLIENT_SECRET",
+            "MICROSOFT_TENANT_ID"
+        ]
+    );
+}
