@@ -293,10 +293,9 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         None
     };
 
-    let namespaces: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
+    let namespaces: Vec<Option<String>> = match settings.namespaces.as_slice() {
+        [] => vec![None],
+        some => some.iter().cloned().map(Some).collect(),
     };
     let sync = CacheSync::new(namespaces.len(), Arc::clone(&ready));
     let controllers = futures::future::join_all(

@@ -25,7 +25,7 @@ use crate::api::{
     InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
 };
 use crate::decide::{
-    ConditionStatus, CredentialCheck, Delivery, InjectionReport, Inputs, NocoBaseReport,
+    ConditionStatus, CredentialCheck, Delivery, EventSpec, InjectionReport, Inputs, NocoBaseReport,
     acceptance, decide, delivery, event_note, fold_attempt, interval, validation_due,
 };
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
@@ -189,8 +189,22 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         )
         .await?;
     }
+    publish_events(mmi, ctx, &d.events).await;
+    ctx.metrics.set_integration(&ns, &name, &d.status);
+    // a NocoBase that is down or restarting is asked again soon, not at the next validation
+    let nocobase_retry = nocobase.as_ref().is_some_and(|nb| nb.retry_soon);
+    let requeue = if nocobase_retry {
+        d.requeue_after.min(Duration::from_secs(30))
+    } else {
+        d.requeue_after
+    };
+    Ok(Action::requeue(requeue))
+}
+
+/// Records the decided Events; an Event lost is not worth failing the reconcile over.
+async fn publish_events(mmi: &MicrosoftMailIntegration, ctx: &Context, events: &[EventSpec]) {
     let reference = mmi.object_ref(&());
-    for e in &d.events {
+    for e in events {
         let ev = Event {
             type_: if e.warning {
                 EventType::Warning
@@ -203,19 +217,9 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
             secondary: None,
         };
         if let Err(err) = ctx.recorder.publish(&ev, &reference).await {
-            // an Event lost is not worth failing the reconcile over
             warn!(error = %err, reason = e.reason, "could not record Event");
         }
     }
-    ctx.metrics.set_integration(&ns, &name, &d.status);
-    // a NocoBase that is down or restarting is asked again soon, not at the next validation
-    let nocobase_retry = nocobase.as_ref().is_some_and(|nb| nb.retry_soon);
-    let requeue = if nocobase_retry {
-        d.requeue_after.min(Duration::from_secs(30))
-    } else {
-        d.requeue_after
-    };
-    Ok(Action::requeue(requeue))
 }
 
 /// Keeps the managed Secret and the target Deployments in line; reports what happened.
@@ -317,6 +321,35 @@ async fn release_untargeted(
     Ok((all, disappeared))
 }
 
+/// Applies one Deployment's plan unless it is up to date; a field another manager owns is
+/// an `EnvConflict`, never forced.
+async fn apply_plan(
+    deployments: &Api<Deployment>,
+    plan: &inject::Plan,
+) -> Result<Option<inject::PlanProblem>, Error> {
+    if plan.up_to_date {
+        return Ok(None);
+    }
+    let pp = PatchParams::apply(FIELD_MANAGER);
+    match deployments
+        .patch(&plan.deployment, &pp, &Patch::Apply(&plan.patch))
+        .await
+    {
+        Ok(_) => {
+            info!(deployment = %plan.deployment, "configuration injected");
+            Ok(None)
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Some(inject::PlanProblem {
+            reason: "EnvConflict",
+            message: format!(
+                "Deployment {}: another field manager owns the same fields: {}",
+                plan.deployment, s.message
+            ),
+        })),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Applies the validated configuration to every targeted Deployment (one apply per
 /// Deployment, all targets merged), only where it differs.
 async fn inject_deployments(
@@ -333,25 +366,9 @@ async fn inject_deployments(
         inject::plan_targets(&mmi.spec.targets, &all, &ns, secret_name, config_fp);
     let mut injected: Vec<InjectedTarget> = vec![];
     for plan in plans {
-        if !plan.up_to_date {
-            let pp = PatchParams::apply(FIELD_MANAGER);
-            match deployments
-                .patch(&plan.deployment, &pp, &Patch::Apply(&plan.patch))
-                .await
-            {
-                Ok(_) => info!(deployment = %plan.deployment, "configuration injected"),
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    problems.push(inject::PlanProblem {
-                        reason: "EnvConflict",
-                        message: format!(
-                            "Deployment {}: another field manager owns the same fields: {}",
-                            plan.deployment, s.message
-                        ),
-                    });
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(p) = apply_plan(deployments, &plan).await? {
+            problems.push(p);
+            continue;
         }
         injected.push(InjectedTarget {
             deployment: plan.deployment,
