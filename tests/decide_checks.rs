@@ -171,6 +171,7 @@ fn inj(status: ConditionStatus, reason: &str) -> InjectionReport {
         reason: reason.into(),
         message: format!("{reason}."),
         injected: vec![],
+        disappeared: vec![],
     }
 }
 
