@@ -39,6 +39,11 @@ pub fn selects(target: &Target, dep: &Deployment) -> bool {
     let Some(sel) = &target.deployment_selector else {
         return false;
     };
+    // An empty selector is refused (CEL and `input::check_resource`); should one slip
+    // through, it selects nothing rather than every Deployment of the namespace.
+    if crate::input::selects_everything(target) {
+        return false;
+    }
     let labels = dep.metadata.labels.clone().unwrap_or_default();
     let labels_ok = sel
         .match_labels

@@ -398,6 +398,9 @@ fn deployment_defaults_image_args_and_env() {
             "--listen=0.0.0.0:8080",
             "--leader-election-namespace=$(POD_NAMESPACE)",
             "--log-format=json",
+            "--allowed-authority-hosts=login.microsoftonline.com,login.microsoftonline.us,login.chinacloudapi.cn",
+            "--allowed-graph-hosts=graph.microsoft.com,graph.microsoft.us,microsoftgraph.chinacloudapi.cn",
+            "--allowed-nocobase-urls=*.svc,*.svc.cluster.local",
         ]
     );
     let env = r.env();
@@ -430,6 +433,45 @@ fn deployment_defaults_image_args_and_env() {
     assert!(r.container()["image"].as_str().unwrap().ends_with(":dev"));
     assert!(r.args().contains(&"--log-format=text"));
     assert_eq!(r.env_value("RUST_LOG"), Some("debug"));
+}
+
+/// The chart's allow-lists are the binary's defaults, and a list given replaces them.
+#[test]
+fn allowed_hosts_default_to_the_binary_defaults_and_can_be_extended() {
+    use nocobase_mail_operator::allow::{
+        DEFAULT_AUTHORITY_HOSTS, DEFAULT_GRAPH_HOSTS, DEFAULT_NOCOBASE_HOSTS,
+    };
+    let r = template(&[]);
+    let args = r.args();
+    for (flag, defaults) in [
+        ("--allowed-authority-hosts", DEFAULT_AUTHORITY_HOSTS),
+        ("--allowed-graph-hosts", DEFAULT_GRAPH_HOSTS),
+        ("--allowed-nocobase-urls", DEFAULT_NOCOBASE_HOSTS),
+    ] {
+        let want = format!("{flag}={}", defaults.join(","));
+        assert!(args.contains(&want.as_str()), "{want} not in {args:?}");
+    }
+    let r = template(&[
+        "--set",
+        "allowedHosts.nocobase={*.svc,*.svc.cluster.local,nocobase.example.com:443}",
+    ]);
+    assert!(
+        r.args().contains(
+            &"--allowed-nocobase-urls=*.svc,*.svc.cluster.local,nocobase.example.com:443"
+        )
+    );
+    for bad in [
+        &["--set", "allowedHosts.graph=null"][..],
+        &["--set", "allowedHosts.authority={https://login.example}"],
+        &["--set", "allowedHosts.nocobase={a b}"],
+        &["--set", "allowedHosts.other={x}"],
+    ] {
+        let err = template_fails(bad);
+        assert!(
+            err.contains("schema") || err.contains("allowedHosts"),
+            "{bad:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct Settings {
     pub lease_namespace: Option<String>,
     pub identity: String,
     pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Hosts a credential may be sent to (`--allowed-*`).
+    pub allow: crate::allow::AllowList,
 }
 
 /// The longest a definitive answer from Microsoft is shared by integrations with identical
@@ -50,6 +52,7 @@ pub fn context(
     metrics: Arc<Metrics>,
     ca_bundle_pem: Option<Vec<u8>>,
     instance: String,
+    allow: crate::allow::AllowList,
 ) -> Result<Arc<Context>, String> {
     // One outbound client for Microsoft and NocoBase: one pool, one TLS configuration.
     let http = crate::http::default_client(ca_bundle_pem.as_deref())?;
@@ -78,6 +81,7 @@ pub fn context(
         metrics,
         clock,
         http,
+        allow,
     }))
 }
 
@@ -221,10 +225,21 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         Arc::clone(&metrics),
         settings.ca_bundle_pem.clone(),
         settings.identity.clone(),
+        settings.allow.clone(),
     )?;
     let (server, _) =
         server::serve(&settings.listen, Arc::clone(&metrics), Arc::clone(&ready)).await?;
     info!(listen = %settings.listen, "serving /metrics, /healthz and /readyz");
+    {
+        use crate::allow::Endpoint;
+        let list = |e| settings.allow.entries(e).join(",");
+        info!(
+            authority = %list(Endpoint::Authority),
+            graph = %list(Endpoint::Graph),
+            nocobase = %list(Endpoint::NocoBase),
+            "credentials are sent only to these hosts (allow-lists)"
+        );
+    }
 
     // Leader election: only the Lease holder reconciles; a standby takes over within the
     // lease duration (15 s) when the leader stops renewing.

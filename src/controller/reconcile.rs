@@ -20,6 +20,7 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::validations::ValidationCache;
+use crate::allow::Endpoint;
 use crate::api::{
     InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
 };
@@ -28,7 +29,7 @@ use crate::decide::{
     acceptance, decide, delivery, event_note, fold_attempt, interval, validation_due,
 };
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
-use crate::input::Credentials;
+use crate::input::{self, Credentials};
 use crate::microsoft::Verdict;
 use crate::nocobase::{self, DesiredVar, NocoBaseClient, NocoBaseOptions, SyncedState, VarKind};
 use crate::telemetry::Metrics;
@@ -49,6 +50,8 @@ pub struct Context {
     /// The outbound HTTP client, built once (with `--ca-bundle`) and reused by every
     /// NocoBase request.
     pub http: reqwest::Client,
+    /// Where a credential may be sent (`--allowed-*` flags); checked before any request.
+    pub allow: crate::allow::AllowList,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,15 @@ async fn read_credentials(
     mmi: &MicrosoftMailIntegration,
 ) -> Result<(CredentialCheck, Option<Credentials>), Error> {
     let ns = mmi.namespace().unwrap_or_default();
+    // Before the Secret is read: an integration the operator will not serve (a host
+    // outside the allow-lists, ...) learns nothing about it, not even its key names.
+    if let Err(p) = input::check_resource(&mmi.name_any(), &mmi.spec, &ctx.allow) {
+        let problem = CredentialCheck::Problem {
+            reason: p.reason.into(),
+            message: p.message,
+        };
+        return Ok((problem, None));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret = secrets.get_opt(&mmi.spec.client_secret_ref.name).await?;
     Ok(crate::credentials::check(mmi, secret.as_ref()))
@@ -376,6 +388,10 @@ async fn nocobase_client(
 ) -> Result<Result<NocoBaseClient, (String, String)>, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let r = &nb.api_key_secret_ref;
+    // Checked before the API key is even read: no request to a URL outside the list.
+    if let Err(p) = ctx.allow.check(Endpoint::NocoBase, &nb.url) {
+        return Ok(Err((p.reason.into(), p.message)));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(secret) = secrets.get_opt(&r.name).await? else {
         return Ok(Err((
