@@ -267,3 +267,68 @@ async fn http_is_refused_for_a_listed_host_that_is_not_in_cluster_or_loopback() 
     assert_eq!(reason, "HostNotAllowed");
     assert!(message.contains("https://"), "{message}");
 }
+
+#[tokio::test]
+async fn a_secret_under_the_managed_name_that_is_not_the_operators_is_left_alone() {
+    let h = harness(only_emulator).await;
+    h.secret("entra", json!({"client-secret": GOOD}));
+    // the user's own Secret, which happens to have the managed name
+    h.secret(
+        "outlook-microsoft-credentials",
+        json!({"db-password": "hunter2-but-longer"}),
+    );
+    let before = h
+        .api
+        .get("v1", "Secret", NS, "outlook-microsoft-credentials")
+        .unwrap();
+    h.api.insert(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "nocobase", "namespace": NS},
+        "spec": {"selector": {"matchLabels": {"app": "nocobase"}},
+            "template": {"metadata": {"labels": {"app": "nocobase"}},
+                "spec": {"containers": [{"name": "nocobase", "image": "nocobase/nocobase:2.2.15"}]}}}}));
+    h.integration(
+        "outlook",
+        json!({"targets": [{"deploymentName": "nocobase"}]}),
+    );
+    h.settle("outlook").await;
+
+    assert_eq!(h.condition("outlook", "CredentialsValid").1, "Valid");
+    let (status, reason, message) = h.condition("outlook", "Injected");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ManagedSecretConflict")
+    );
+    assert!(
+        message.contains("nocobase/outlook-microsoft-credentials"),
+        "{message}"
+    );
+    assert_eq!(h.condition("outlook", "Ready").1, "ManagedSecretConflict");
+    let after = h
+        .api
+        .get("v1", "Secret", NS, "outlook-microsoft-credentials")
+        .unwrap();
+    assert_eq!(after, before, "data, labels and owners untouched");
+    assert!(
+        !h.api
+            .requests()
+            .iter()
+            .any(|r| r.resource == "secrets" && r.is_write()),
+        "no write to any Secret, forced or not"
+    );
+    let dep = h.api.get("apps/v1", "Deployment", NS, "nocobase").unwrap();
+    assert!(dep["spec"]["template"]["spec"]["containers"][0]["env"].is_null());
+}
+
+#[tokio::test]
+async fn the_operators_own_managed_secret_is_still_updated() {
+    let h = harness(only_emulator).await;
+    h.secret("entra", json!({"client-secret": GOOD}));
+    h.integration("outlook", json!({}));
+    h.settle("outlook").await;
+    let s = h
+        .api
+        .get("v1", "Secret", NS, "outlook-microsoft-credentials")
+        .expect("created");
+    assert_eq!(s["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(h.condition("outlook", "Ready").0, "True");
+}

@@ -238,6 +238,16 @@ async fn inject_targets(
     // 1. The managed Secret: written only with credentials Microsoft accepted (or, opted
     //    in, not yet judged because Microsoft was unreachable); never with rejected ones.
     let existing = secrets.get_opt(&secret_name).await?;
+    if let Some(s) = &existing
+        && !inject::is_own_managed_secret(&s.metadata, &mmi.uid().unwrap_or_default())
+    {
+        return Ok(InjectionReport {
+            status: "False",
+            reason: "ManagedSecretConflict".into(),
+            message: inject::managed_secret_conflict(&ns, &secret_name),
+            injected: previous.injected.clone(),
+        });
+    }
     let mut config_fp = existing
         .as_ref()
         .and_then(|s| s.metadata.annotations.as_ref())
@@ -256,12 +266,12 @@ async fn inject_targets(
                     c.client_secret.expose_secret(),
                     fingerprint,
                 );
+                // Force only into the operator's own Secret; one created meanwhile by
+                // someone else makes this apply conflict instead of taking it over.
+                let mut pp = PatchParams::apply(FIELD_MANAGER);
+                pp.force = existing.is_some();
                 secrets
-                    .patch(
-                        &secret_name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&body),
-                    )
+                    .patch(&secret_name, &pp, &Patch::Apply(&body))
                     .await?;
                 info!(secret = %secret_name, "managed Secret updated with the validated configuration");
                 config_fp = Some(fingerprint.clone());
