@@ -332,3 +332,116 @@ async fn the_operators_own_managed_secret_is_still_updated() {
     assert_eq!(s["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(h.condition("outlook", "Ready").0, "True");
 }
+
+/// A server answering HTTP 200 with a huge body: with `declared`, a `Content-Length` of
+/// 400 MiB (and then a trickle); without, an endless body delimited by closing.
+async fn huge_body_server(declared: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = if declared {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 419430400\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+                };
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn huge_answers_from_microsoft_are_refused_not_read() {
+    use nocobase_mail_operator::input::{RawCredentials, check};
+    use nocobase_mail_operator::microsoft::{MicrosoftClient, Outcome};
+    for declared in [true, false] {
+        let url = huge_body_server(declared).await;
+        let creds = check(&RawCredentials {
+            tenant_id: TENANT,
+            client_id: CLIENT,
+            client_secret: GOOD.as_bytes(),
+            cloud: Default::default(),
+            authority_host: Some(&url),
+            graph_host: Some(&url),
+        })
+        .unwrap();
+        let mut opts = fast_options();
+        opts.max_attempts = 1;
+        // long enough that reading 400 MiB, or an endless body, would end in a timeout
+        opts.request_timeout = std::time::Duration::from_secs(10);
+        let v = MicrosoftClient::new(opts)
+            .unwrap()
+            .validate(&creds, false)
+            .await;
+        assert_eq!(v.outcome, Outcome::Unavailable, "declared {declared}");
+        assert_eq!(
+            v.reason,
+            Some("UnexpectedResponse"),
+            "declared {declared}: {}",
+            v.message
+        );
+        assert!(v.message.contains("1 MiB"), "{}", v.message);
+    }
+}
+
+#[tokio::test]
+async fn huge_answers_from_nocobase_are_refused_not_read() {
+    use nocobase_mail_operator::nocobase::{NocoBaseClient, NocoBaseOptions};
+    for declared in [true, false] {
+        let url = huge_body_server(declared).await;
+        let opts = NocoBaseOptions {
+            request_timeout: std::time::Duration::from_secs(10),
+            ..Default::default()
+        };
+        let c = NocoBaseClient::new(&url, "k3y".to_owned().into(), None, opts).unwrap();
+        let e = c.list().await.unwrap_err();
+        assert_eq!(
+            e.reason, "UnexpectedResponse",
+            "declared {declared}: {}",
+            e.message
+        );
+        assert!(e.message.contains("1 MiB"), "{}", e.message);
+    }
+}
+
+#[tokio::test]
+async fn long_quoted_text_from_microsoft_is_cut() {
+    use wiremock::ResponseTemplate;
+    let h = harness(only_emulator).await;
+    let description = format!("AADSTS99999: {}", "very long words ".repeat(2000));
+    h.emu
+        .token(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_request",
+            "error_description": description,
+            "error_codes": [99999],
+            "trace_id": "t".repeat(10_000),
+            "correlation_id": "c".repeat(10_000),
+        })))
+        .await;
+    h.secret(
+        "entra",
+        json!({"client-secret": "Zr4Kq8Wm2Xn6Tp1Vb9Lc3Hd7Jf5Gy0Sa4Qe8UoN"}),
+    );
+    h.integration("long", json!({}));
+    h.settle("long").await;
+    let (_, reason, message) = h.condition("long", "CredentialsValid");
+    assert_eq!(reason, "RejectedByMicrosoft");
+    assert!(message.contains("very long words"), "{message}");
+    assert!(
+        message.chars().count() < 1000,
+        "{} characters",
+        message.chars().count()
+    );
+    let status = h.mmi("long").unwrap()["status"].to_string();
+    assert!(status.len() < 8000, "status of {} bytes", status.len());
+}

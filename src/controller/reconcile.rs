@@ -242,7 +242,7 @@ async fn inject_targets(
         && !inject::is_own_managed_secret(&s.metadata, &mmi.uid().unwrap_or_default())
     {
         return Ok(InjectionReport {
-            status: "False",
+            status: ConditionStatus::False,
             reason: "ManagedSecretConflict".into(),
             message: inject::managed_secret_conflict(&ns, &secret_name),
             injected: previous.injected.clone(),
