@@ -186,8 +186,8 @@ fn template_fails(options: &[&str]) -> String {
     text(&out.stderr)
 }
 
-/// A rule as RBAC sees it: (apiGroups, resources, verbs).
-type RbacRule = (Vec<String>, Vec<String>, Vec<String>);
+/// A rule as RBAC sees it: (apiGroups, resources, verbs, resourceNames).
+type RbacRule = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
 
 fn expected(rules: &[Rule]) -> Vec<RbacRule> {
     rules
@@ -197,6 +197,7 @@ fn expected(rules: &[Rule]) -> Vec<RbacRule> {
                 vec![r.api_group.to_owned()],
                 vec![r.resource.to_owned()],
                 r.verbs.iter().map(|v| (*v).to_owned()).collect(),
+                r.resource_names.iter().map(|v| (*v).to_owned()).collect(),
             )
         })
         .collect()
@@ -217,17 +218,22 @@ fn rules_of(role: &Value) -> Vec<RbacRule> {
         .iter()
         .map(|rule| {
             let keys: Vec<&str> = rule.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-            let mut sorted = keys.clone();
+            let mut sorted: Vec<&str> = keys.into_iter().filter(|k| *k != "resourceNames").collect();
             sorted.sort_unstable();
             assert_eq!(
                 sorted,
                 ["apiGroups", "resources", "verbs"],
-                "a rule names API groups, resources and verbs only (no resourceNames, no nonResourceURLs): {rule}"
+                "a rule names API groups, resources, verbs and perhaps resourceNames (no nonResourceURLs): {rule}"
             );
+            let names = match rule.get("resourceNames") {
+                Some(n) => strings(n),
+                None => vec![],
+            };
             (
                 strings(&rule["apiGroups"]),
                 strings(&rule["resources"]),
                 strings(&rule["verbs"]),
+                names,
             )
         })
         .collect()

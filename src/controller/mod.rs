@@ -250,7 +250,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
             .unwrap_or_else(|| client.default_namespace().to_owned());
         let manager = kube_lease_manager::LeaseManagerBuilder::new(
             client.clone(),
-            "nocobase-mail-operator-leader",
+            crate::rbac::LEASE_NAME,
         )
         .with_namespace(ns.clone())
         .with_identity(settings.identity.clone())
@@ -263,7 +263,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         // A standby is healthy and ready to take over; it reports ready until it leads, and
         // then again once its caches have synced.
         ready.store(true, Ordering::SeqCst);
-        info!(lease = "nocobase-mail-operator-leader", namespace = %ns, identity = %settings.identity, "waiting for leadership");
+        info!(lease = crate::rbac::LEASE_NAME, namespace = %ns, identity = %settings.identity, "waiting for leadership");
         while !*rx.borrow_and_update() {
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() { return Err("leader election stopped".into()) },
