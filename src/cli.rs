@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
     pub listen: String,
+    /// Serve /metrics on this address instead (e.g. 127.0.0.1:8081 behind an authenticating
+    /// sidecar); /metrics names every integration's namespace and name.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
     /// Run without leader election (local runs, a single replica).
     #[arg(long)]
     pub no_leader_election: bool,
@@ -137,6 +141,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let settings = crate::controller::Settings {
                 namespaces: args.namespaces,
                 listen: args.listen,
+                metrics_listen: args.metrics_listen,
                 leader_election: !args.no_leader_election,
                 lease_namespace: args.leader_election_namespace,
                 identity: args.identity.unwrap_or_else(host_name),

@@ -35,6 +35,8 @@ const OPTIONS: &[&[&str]] = &[
         r"proxy.noProxy=10.0.0.1\,.svc",
     ],
     &["--set", "logFormat=text", "--set", "logLevel=debug"],
+    &["--set", "networkPolicy.enabled=true"],
+    &["--set", "metrics.bindAddress=127.0.0.1:8081"],
 ];
 
 const ALERTS: [&str; 4] = [
@@ -478,6 +480,92 @@ fn allowed_hosts_default_to_the_binary_defaults_and_can_be_extended() {
             "{bad:?}: {err}"
         );
     }
+}
+
+/// Off by default; when on, the operator pods may only be reached on the http port and
+/// only reach DNS, the API server, public addresses on 443 and NocoBase's ports.
+#[test]
+fn network_policy_is_opt_in_and_limits_both_directions() {
+    assert!(template(&[]).all("NetworkPolicy").is_empty());
+    let r = template(&["--set", "networkPolicy.enabled=true"]);
+    let np = r.one("NetworkPolicy");
+    let pod_labels = &r.deployment()["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in np["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[k], v, "selects the operator pods");
+    }
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        np["spec"]["ingress"],
+        json!([{"ports": [{"port": "http", "protocol": "TCP"}]}])
+    );
+    let egress = np["spec"]["egress"].as_array().unwrap();
+    let ports = |rule: &Value| -> Vec<Value> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].clone())
+            .collect()
+    };
+    assert_eq!(ports(&egress[0]), [json!(53), json!(53)], "DNS");
+    assert_eq!(ports(&egress[1]), [json!(443), json!(6443)], "API server");
+    assert_eq!(ports(&egress[2]), [json!(443)], "Microsoft");
+    let except = &egress[2]["to"][0]["ipBlock"]["except"];
+    for private in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+    ] {
+        assert!(
+            except.as_array().unwrap().contains(&json!(private)),
+            "{private}"
+        );
+    }
+    assert_eq!(ports(&egress[3]), [json!(13000), json!(80)], "NocoBase");
+    assert_eq!(egress.len(), 4);
+
+    let r = template(&[
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+        "--set",
+        "networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+    ]);
+    let np = r.one("NetworkPolicy");
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}])
+    );
+    assert_eq!(
+        np["spec"]["egress"][1]["to"],
+        json!([{"ipBlock": {"cidr": "10.0.0.1/32"}}])
+    );
+}
+
+/// /metrics can be moved off the Service port (it lists every integration's name).
+#[test]
+fn metrics_bind_address_is_configurable() {
+    assert!(
+        !template(&[])
+            .args()
+            .iter()
+            .any(|a| a.starts_with("--metrics-listen"))
+    );
+    let r = template(&["--set", "metrics.bindAddress=127.0.0.1:8081"]);
+    assert!(r.args().contains(&"--metrics-listen=127.0.0.1:8081"));
+    let err = template_fails(&[
+        "--set",
+        "metrics.bindAddress=127.0.0.1:8081",
+        "--set",
+        "serviceMonitor.enabled=true",
+    ]);
+    assert!(err.contains("metrics.bindAddress"), "{err}");
+    assert!(template_fails(&["--set", "metrics.bindAddress=nonsense"]).contains("schema"));
 }
 
 #[test]

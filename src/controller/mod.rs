@@ -19,6 +19,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 pub use reconcile::{Context, Error, FINALIZER, error_policy, reconcile};
@@ -34,6 +35,8 @@ use validations::ValidationCache;
 pub struct Settings {
     pub namespaces: Vec<String>,
     pub listen: String,
+    /// Serve /metrics on this address instead of `listen` (`--metrics-listen`).
+    pub metrics_listen: Option<String>,
     pub leader_election: bool,
     pub lease_namespace: Option<String>,
     pub identity: String,
@@ -227,19 +230,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         settings.identity.clone(),
         settings.allow.clone(),
     )?;
-    let (server, _) =
-        server::serve(&settings.listen, Arc::clone(&metrics), Arc::clone(&ready)).await?;
-    info!(listen = %settings.listen, "serving /metrics, /healthz and /readyz");
-    {
-        use crate::allow::Endpoint;
-        let list = |e| settings.allow.entries(e).join(",");
-        info!(
-            authority = %list(Endpoint::Authority),
-            graph = %list(Endpoint::Graph),
-            nocobase = %list(Endpoint::NocoBase),
-            "credentials are sent only to these hosts (allow-lists)"
-        );
-    }
+    let servers = start_servers(&settings, &metrics, &ready).await?;
 
     // Leader election: only the Lease holder reconciles; a standby takes over within the
     // lease duration (15 s) when the leader stops renewing.
@@ -248,17 +239,15 @@ pub async fn run(settings: Settings) -> Result<(), String> {
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(
-            client.clone(),
-            crate::rbac::LEASE_NAME,
-        )
-        .with_namespace(ns.clone())
-        .with_identity(settings.identity.clone())
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .map_err(|e| format!("leader election set-up failed: {e}"))?;
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), crate::rbac::LEASE_NAME)
+                .with_namespace(ns.clone())
+                .with_identity(settings.identity.clone())
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await
+                .map_err(|e| format!("leader election set-up failed: {e}"))?;
         let (mut rx, task) = manager.watch().await;
         // A standby is healthy and ready to take over; it reports ready until it leads, and
         // then again once its caches have synced.
@@ -303,9 +292,43 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         }
         None => controllers.await.into_iter().for_each(drop),
     }
-    server.abort();
+    servers.iter().for_each(JoinHandle::abort);
     info!("stopped");
     Ok(())
+}
+
+/// Serves /healthz and /readyz, and /metrics with them or on `--metrics-listen`; logs the
+/// allow-lists in force.
+async fn start_servers(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let servers = match &settings.metrics_listen {
+        None => {
+            let (s, _) =
+                server::serve(&settings.listen, Arc::clone(metrics), Arc::clone(ready)).await?;
+            info!(listen = %settings.listen, "serving /metrics, /healthz and /readyz");
+            vec![s]
+        }
+        Some(m) => {
+            let (s, _) = server::serve_health(&settings.listen, Arc::clone(ready)).await?;
+            let (ms, _) = server::serve_metrics(m, Arc::clone(metrics)).await?;
+            info!(listen = %settings.listen, metrics = %m, "serving /healthz and /readyz, and /metrics apart");
+            vec![s, ms]
+        }
+    };
+    {
+        use crate::allow::Endpoint;
+        let list = |e| settings.allow.entries(e).join(",");
+        info!(
+            authority = %list(Endpoint::Authority),
+            graph = %list(Endpoint::Graph),
+            nocobase = %list(Endpoint::NocoBase),
+            "credentials are sent only to these hosts (allow-lists)"
+        );
+    }
+    Ok(servers)
 }
 
 async fn sigterm() {
