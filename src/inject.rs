@@ -61,7 +61,7 @@ pub fn selects(target: &Target, dep: &Deployment) -> bool {
     let Some(sel) = &target.deployment_selector else {
         return false;
     };
-    // An empty selector is refused (CEL and `input::check_resource`); should one slip
+    // An empty selector is refused (CEL and `allow::check_resource`); should one slip
     // through, it selects nothing rather than every Deployment of the namespace.
     if crate::input::selects_everything(target) {
         return false;

@@ -110,48 +110,6 @@ pub fn check(raw: &RawCredentials<'_>) -> Result<Credentials, InputProblem> {
 /// `<name>-microsoft-credentials` stays a valid Secret name. The CRD's CEL rule says the same.
 pub const MAX_NAME_LEN: usize = 63;
 
-/// What is wrong on the resource's face, found before any Secret is read or anything is
-/// sent: a name too long for the objects derived from it, an empty Deployment selector
-/// (which would select every Deployment of the namespace), host overrides that are not
-/// URLs, and hosts outside the operator's allow-lists. Checked first, so that an
-/// integration the operator will not serve learns nothing about the Secrets it names.
-pub fn check_resource(
-    name: &str,
-    spec: &crate::api::MicrosoftMailIntegrationSpec,
-    allow: &crate::allow::AllowList,
-) -> Result<(), InputProblem> {
-    use crate::allow::Endpoint;
-    if name.len() > MAX_NAME_LEN {
-        return Err(InputProblem::new(
-            "NameTooLong",
-            format!(
-                "the integration's name has {} characters; at most {MAX_NAME_LEN} are allowed, because it labels the managed Secret <name>-microsoft-credentials. Re-create it under a shorter name.",
-                name.len()
-            ),
-        ));
-    }
-    if let Some(idx) = spec.targets.iter().position(selects_everything) {
-        return Err(InputProblem::new(
-            "EmptySelector",
-            format!(
-                "targets[{idx}].deploymentSelector is empty, which would select every Deployment of the namespace: give matchLabels or matchExpressions, or use deploymentName."
-            ),
-        ));
-    }
-    let authority = check_host(
-        spec.authority_host.as_deref(),
-        spec.cloud.authority_host(),
-        "authority host",
-    )?;
-    let graph = check_host(
-        spec.graph_host.as_deref(),
-        spec.cloud.graph_host(),
-        "Graph host",
-    )?;
-    allow.check(Endpoint::Authority, &authority)?;
-    allow.check(Endpoint::Graph, &graph)
-}
-
 /// A `deploymentSelector` without any label or expression.
 pub fn selects_everything(target: &crate::api::Target) -> bool {
     target.deployment_selector.as_ref().is_some_and(|s| {

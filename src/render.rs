@@ -230,7 +230,7 @@ async fn validate_first(inputs: &Inputs, allow: &crate::allow::AllowList) -> Opt
     };
     for mmi in &inputs.integrations {
         let ns = ns_of(mmi.metadata.namespace.as_ref());
-        if let Err(p) = input::check_resource(&mmi.name_any(), &mmi.spec, allow) {
+        if let Err(p) = crate::allow::check_resource(&mmi.name_any(), &mmi.spec, allow) {
             eprintln!("{ns}/{}: {} ({})", mmi.name_any(), p.message, p.reason);
             return Some(ExitCode::from(2));
         }

@@ -443,7 +443,9 @@ fn cel_and_rust_bound_names_and_refuse_empty_selectors() {
     for len in [1, 62, 63, 64, 200] {
         let name = "a".repeat(len);
         let cel_ok = admit_named(&name, valid_spec()).is_ok();
-        let rust_ok = input::check_resource(&name, &spec, &AllowList::default()).is_ok();
+        let rust_ok =
+            nocobase_mail_operator::allow::check_resource(&name, &spec, &AllowList::default())
+                .is_ok();
         assert_eq!((cel_ok, rust_ok), (len <= 63, len <= 63), "name of {len}");
         // every name derived from an admitted one is valid: a DNS subdomain of at most 253
         if cel_ok {
@@ -465,7 +467,8 @@ fn cel_and_rust_bound_names_and_refuse_empty_selectors() {
         let cel_ok = admit(v.clone()).is_ok();
         let typed: nocobase_mail_operator::api::MicrosoftMailIntegrationSpec =
             serde_json::from_value(v).unwrap();
-        let rust = input::check_resource("x", &typed, &AllowList::default());
+        let rust =
+            nocobase_mail_operator::allow::check_resource("x", &typed, &AllowList::default());
         assert_eq!(cel_ok, ok, "CEL, selector {selector}");
         assert_eq!(rust.is_ok(), ok, "Rust, selector {selector}");
         if !ok {

@@ -108,7 +108,7 @@ async fn read_credentials(
     let ns = mmi.namespace().unwrap_or_default();
     // Before the Secret is read: an integration the operator will not serve (a host
     // outside the allow-lists, ...) learns nothing about it, not even its key names.
-    if let Err(p) = input::check_resource(&mmi.name_any(), &mmi.spec, &ctx.allow) {
+    if let Err(p) = crate::allow::check_resource(&mmi.name_any(), &mmi.spec, &ctx.allow) {
         let problem = CredentialCheck::Problem {
             reason: p.reason.into(),
             message: p.message,
