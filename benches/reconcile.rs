@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
-use common::{CLIENT, Emulator, TENANT, json_response};
+use common::{CLIENT, Emulator, TENANT, allow_exactly, json_response};
 use kube::ResourceExt;
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
 use nocobase_mail_operator::controller::{CacheSync, context, reconcile, run_controller};
@@ -104,7 +104,14 @@ async fn run(n: usize) {
     let (rss_before, _) = memory_kib();
 
     let metrics = Arc::new(Metrics::default());
-    let ctx = context(api.client(), Arc::clone(&metrics), None, "bench".into()).unwrap();
+    let ctx = context(
+        api.client(),
+        Arc::clone(&metrics),
+        None,
+        "bench".into(),
+        allow_exactly(&emu.uri(), &[]),
+    )
+    .unwrap();
     let started = Instant::now();
     let controller = tokio::spawn(run_controller(
         api.client(),

@@ -53,6 +53,9 @@ const HOST_URL_RULE: &str = "self.matches('^https://[^/?#]+(/[^?#]*)?$') || self
     namespaced,
     doc = "Microsoft Entra app credentials for the NocoBase email manager: validated against Microsoft, watched for expiry, injected into NocoBase.",
     status = "MicrosoftMailIntegrationStatus",
+    // the name labels the managed Secret (<name>-microsoft-credentials): a label value holds
+    // at most 63 characters; `input::MAX_NAME_LEN` says the same.
+    validation = Rule::new("self.metadata.name.size() <= 63").message("the name must be at most 63 characters: it labels the managed Secret <name>-microsoft-credentials"),
     shortname = "mmi",
     category = "nocobase",
     category = "all",
@@ -364,13 +367,15 @@ fn default_interval() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.deploymentName) != has(self.deploymentSelector)").message("set exactly one of deploymentName or deploymentSelector"))]
+#[x_kube(validation = Rule::new("!has(self.deploymentSelector) || (has(self.deploymentSelector.matchLabels) && size(self.deploymentSelector.matchLabels) > 0) || (has(self.deploymentSelector.matchExpressions) && size(self.deploymentSelector.matchExpressions) > 0)").message("deploymentSelector must not be empty: an empty selector would select every Deployment of the namespace"))]
 pub struct Target {
     /// Name of a Deployment in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub deployment_name: Option<String>,
 
-    /// Label selector for Deployments in this namespace.
+    /// Label selector for Deployments in this namespace; it must hold at least one label or
+    /// expression (an empty selector would select every Deployment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_selector: Option<LabelSelector>,
 

@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
     pub listen: String,
+    /// Serve /metrics on this address instead (e.g. 127.0.0.1:8081 behind an authenticating
+    /// sidecar); /metrics names every integration's namespace and name.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
     /// Run without leader election (local runs, a single replica).
     #[arg(long)]
     pub no_leader_election: bool,
@@ -58,6 +62,37 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub allow: AllowArgs,
+}
+
+/// Where the operator may send credentials: host patterns matched against each URL's host
+/// and port as written (no DNS), like NO_PROXY entries: `login.microsoftonline.com`,
+/// `*.svc`, `host:port`, `[::1]:8080`. Comma-separated or repeated; a given list replaces
+/// the default. http:// is accepted only for listed in-cluster Service names and loopback.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AllowArgs {
+    /// Hosts allowed as authority (login) host [default: login.microsoftonline.com,
+    /// login.microsoftonline.us, login.chinacloudapi.cn].
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub allowed_authority_hosts: Vec<String>,
+    /// Hosts allowed as Microsoft Graph host [default: graph.microsoft.com,
+    /// graph.microsoft.us, microsoftgraph.chinacloudapi.cn].
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub allowed_graph_hosts: Vec<String>,
+    /// Hosts allowed in spec.nocobase.url [default: *.svc, *.svc.cluster.local].
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub allowed_nocobase_urls: Vec<String>,
+}
+
+impl AllowArgs {
+    pub fn to_allow_list(&self) -> Result<crate::allow::AllowList, String> {
+        crate::allow::AllowList::new(
+            &self.allowed_authority_hosts,
+            &self.allowed_graph_hosts,
+            &self.allowed_nocobase_urls,
+        )
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +109,9 @@ pub struct RenderArgs {
     /// Ask Microsoft first and render only credentials it accepts.
     #[arg(long)]
     pub validate: bool,
+    /// With --validate, the integrations' hosts must be in these lists, as for `run`.
+    #[command(flatten)]
+    pub allow: AllowArgs,
 }
 
 /// Runs a parsed command line and returns the process exit status.
@@ -96,13 +134,19 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let allow = match args.allow.to_allow_list() {
+                Ok(a) => a,
+                Err(e) => return usage_error(&e),
+            };
             let settings = crate::controller::Settings {
                 namespaces: args.namespaces,
                 listen: args.listen,
+                metrics_listen: args.metrics_listen,
                 leader_election: !args.no_leader_election,
                 lease_namespace: args.leader_election_namespace,
                 identity: args.identity.unwrap_or_else(host_name),
                 ca_bundle_pem: ca,
+                allow,
             };
             match runtime().block_on(crate::controller::run(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -114,9 +158,19 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Render(args) => {
             crate::telemetry::init_cli_logging();
-            runtime().block_on(crate::render::run(&args.files, args.validate))
+            let allow = match args.allow.to_allow_list() {
+                Ok(a) => a,
+                Err(e) => return usage_error(&e),
+            };
+            let validate = args.validate.then_some(allow);
+            runtime().block_on(crate::render::run(&args.files, validate))
         }
     }
+}
+
+fn usage_error(e: &str) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

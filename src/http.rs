@@ -20,6 +20,49 @@ pub fn default_client(ca_bundle_pem: Option<&[u8]>) -> Result<reqwest::Client, S
     client(CONNECT_TIMEOUT, REQUEST_TIMEOUT, ca_bundle_pem)
 }
 
+/// Largest response body read from Microsoft or NocoBase. Every real answer is a few KiB
+/// (an app registration with many credentials stays far below); a larger body is refused so
+/// that a chosen URL cannot exhaust the operator's memory (the chart's limit is 128 MiB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Longest text quoted from an answer (Microsoft's `error_description`, IDs) into status,
+/// Events or logs.
+pub const MAX_QUOTED_CHARS: usize = 300;
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Larger than the cap: declared by `Content-Length`, or found while streaming.
+    TooLarge,
+    /// The connection failed while reading.
+    Transport(reqwest::Error),
+}
+
+/// Reads a response body of at most `limit` bytes: a larger `Content-Length` is refused
+/// before reading anything, and a body without one is read chunk by chunk and abandoned as
+/// soon as it passes the limit.
+pub async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `text` cut to `max` characters (at a character boundary), marked when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 pub fn client(
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -87,5 +130,19 @@ pub fn transport_failure(e: &reqwest::Error) -> TransportFailure {
         TransportFailure::Connect
     } else {
         TransportFailure::Lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_cuts_at_character_boundaries() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc…");
+        assert_eq!(clip("ééééé", 2), "éé…");
+        assert_eq!(clip("😀😀😀", 1), "😀…");
+        assert_eq!(clip("", 0), "");
     }
 }

@@ -33,6 +33,28 @@ pub fn managed_secret_name(integration: &str) -> String {
     format!("{integration}{MANAGED_SECRET_SUFFIX}")
 }
 
+/// Whether a Secret found under the managed name is this integration's own: it carries a
+/// controller owner reference to the integration's UID. Anything else (a user's Secret that
+/// happens to have the name, one left by a deleted integration of the same name) is never
+/// written: applying into it would add the owner reference, and deleting the integration
+/// would then garbage-collect the user's data with it.
+pub fn is_own_managed_secret(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    integration_uid: &str,
+) -> bool {
+    !integration_uid.is_empty()
+        && meta.owner_references.iter().flatten().any(|o| {
+            o.controller == Some(true) && o.uid == integration_uid && o.kind == crate::api::KIND
+        })
+}
+
+/// The message of `ManagedSecretConflict`.
+pub fn managed_secret_conflict(namespace: &str, secret: &str) -> String {
+    format!(
+        "Secret {namespace}/{secret} exists and was not created by the operator for this integration (it has no controller owner reference to it); the operator does not touch it and injects nothing. Rename or delete that Secret, or give the integration another name."
+    )
+}
+
 /// Does the target select this Deployment?
 pub fn selects(target: &Target, dep: &Deployment) -> bool {
     let name = dep.metadata.name.as_deref().unwrap_or_default();
@@ -42,6 +64,11 @@ pub fn selects(target: &Target, dep: &Deployment) -> bool {
     let Some(sel) = &target.deployment_selector else {
         return false;
     };
+    // An empty selector is refused (CEL and `allow::check_resource`); should one slip
+    // through, it selects nothing rather than every Deployment of the namespace.
+    if crate::input::selects_everything(target) {
+        return false;
+    }
     let labels = dep.metadata.labels.clone().unwrap_or_default();
     let labels_ok = sel
         .match_labels

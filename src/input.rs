@@ -105,6 +105,19 @@ pub fn check(raw: &RawCredentials<'_>) -> Result<Credentials, InputProblem> {
     })
 }
 
+/// Longest integration name: it is the value of the managed Secret's
+/// `nocobase-mail-operator.dev/integration` label (at most 63 characters), and
+/// `<name>-microsoft-credentials` stays a valid Secret name. The CRD's CEL rule says the same.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A `deploymentSelector` without any label or expression.
+pub fn selects_everything(target: &crate::api::Target) -> bool {
+    target.deployment_selector.as_ref().is_some_and(|s| {
+        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    })
+}
+
 /// A GUID in its usual 8-4-4-4-12 hexadecimal form.
 pub fn is_guid(s: &str) -> bool {
     let b = s.as_bytes();

@@ -19,6 +19,7 @@
 //! - [`render`]: the `render` command.
 //! - [`cli`]: the command line.
 
+pub mod allow;
 pub mod api;
 pub mod check;
 pub mod cli;

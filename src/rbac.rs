@@ -9,8 +9,13 @@ pub struct Rule {
     pub api_group: &'static str,
     pub resource: &'static str,
     pub verbs: &'static [&'static str],
+    /// Only these objects (`resourceNames`); empty: every object of the resource.
+    pub resource_names: &'static [&'static str],
     pub why: &'static str,
 }
+
+/// The operator's leader-election Lease, in its own namespace.
+pub const LEASE_NAME: &str = "nocobase-mail-operator-leader";
 
 /// Rules in every watched namespace (a ClusterRole, or a Role per namespace).
 pub const WATCHED_NAMESPACE_RULES: &[Rule] = &[
@@ -18,44 +23,62 @@ pub const WATCHED_NAMESPACE_RULES: &[Rule] = &[
         api_group: "nocobase-mail-operator.dev",
         resource: "microsoftmailintegrations",
         verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
         why: "watch integrations; add and remove the cleanup finalizer",
     },
     Rule {
         api_group: "nocobase-mail-operator.dev",
         resource: "microsoftmailintegrations/status",
         verbs: &["patch"],
+        resource_names: &[],
         why: "report conditions, expiry and injection in status",
     },
     Rule {
         api_group: "nocobase-mail-operator.dev",
         resource: "microsoftmailintegrations/finalizers",
         verbs: &["update"],
+        resource_names: &[],
         why: "own the managed Secret with blockOwnerDeletion (OwnerReferencesPermissionEnforcement)",
     },
     Rule {
         api_group: "",
         resource: "secrets",
         verbs: &["get", "list", "watch", "create", "patch"],
+        resource_names: &[],
         why: "watch referenced Secrets (metadata only), read one when reconciling, server-side apply the managed Secret",
     },
     Rule {
         api_group: "apps",
         resource: "deployments",
         verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
         why: "find target Deployments and server-side apply the operator's env entries and annotation",
     },
     Rule {
         api_group: "events.k8s.io",
         resource: "events",
         verbs: &["create", "patch"],
+        resource_names: &[],
         why: "record Events on transitions",
     },
 ];
 
-/// Rules in the operator's own namespace, for leader election.
-pub const LEADER_ELECTION_RULES: &[Rule] = &[Rule {
-    api_group: "coordination.k8s.io",
-    resource: "leases",
-    verbs: &["get", "create", "patch"],
-    why: "leader election: one active replica at a time",
-}];
+/// Rules in the operator's own namespace, for leader election: the operator's own Lease
+/// only. `create` cannot be limited by name (the object does not exist yet), so it is a
+/// rule of its own.
+pub const LEADER_ELECTION_RULES: &[Rule] = &[
+    Rule {
+        api_group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "patch"],
+        resource_names: &[LEASE_NAME],
+        why: "leader election: read and renew the operator's own Lease",
+    },
+    Rule {
+        api_group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["create"],
+        resource_names: &[],
+        why: "leader election: create the Lease on first start (create cannot be limited by name)",
+    },
+];

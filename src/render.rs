@@ -180,7 +180,8 @@ pub fn render(inputs: &Inputs) -> Rendered {
 
 /// Runs `render`: YAML on stdout, problems on stderr; exit 1 when a target or container is
 /// missing or in conflict, 2 when the files cannot be read.
-pub async fn run(files: &[PathBuf], validate: bool) -> ExitCode {
+/// `validate`: ask Microsoft first, sending only to hosts in this allow-list.
+pub async fn run(files: &[PathBuf], validate: Option<crate::allow::AllowList>) -> ExitCode {
     let inputs = match read(files) {
         Ok(i) => i,
         Err(e) => {
@@ -192,7 +193,9 @@ pub async fn run(files: &[PathBuf], validate: bool) -> ExitCode {
         eprintln!("error: no MicrosoftMailIntegration in the files");
         return ExitCode::from(2);
     }
-    if validate && let Some(code) = validate_first(&inputs).await {
+    if let Some(allow) = &validate
+        && let Some(code) = validate_first(&inputs, allow).await
+    {
         return code;
     }
     let r = render(&inputs);
@@ -217,7 +220,7 @@ pub async fn run(files: &[PathBuf], validate: bool) -> ExitCode {
 
 /// With `--validate`: ask Microsoft about each integration first; stop at the first that is
 /// not Valid (nothing would be injected for it).
-async fn validate_first(inputs: &Inputs) -> Option<ExitCode> {
+async fn validate_first(inputs: &Inputs, allow: &crate::allow::AllowList) -> Option<ExitCode> {
     let client = match crate::microsoft::MicrosoftClient::new(Default::default()) {
         Ok(c) => c,
         Err(e) => {
@@ -227,6 +230,10 @@ async fn validate_first(inputs: &Inputs) -> Option<ExitCode> {
     };
     for mmi in &inputs.integrations {
         let ns = ns_of(mmi.metadata.namespace.as_ref());
+        if let Err(p) = crate::allow::check_resource(&mmi.name_any(), &mmi.spec, allow) {
+            eprintln!("{ns}/{}: {} ({})", mmi.name_any(), p.message, p.reason);
+            return Some(ExitCode::from(2));
+        }
         let verdict = match credentials_for(inputs, mmi) {
             Ok(c) => client.validate(&c, false).await,
             Err(problem) => {

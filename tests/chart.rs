@@ -35,6 +35,8 @@ const OPTIONS: &[&[&str]] = &[
         r"proxy.noProxy=10.0.0.1\,.svc",
     ],
     &["--set", "logFormat=text", "--set", "logLevel=debug"],
+    &["--set", "networkPolicy.enabled=true"],
+    &["--set", "metrics.bindAddress=127.0.0.1:8081"],
 ];
 
 const ALERTS: [&str; 4] = [
@@ -186,8 +188,8 @@ fn template_fails(options: &[&str]) -> String {
     text(&out.stderr)
 }
 
-/// A rule as RBAC sees it: (apiGroups, resources, verbs).
-type RbacRule = (Vec<String>, Vec<String>, Vec<String>);
+/// A rule as RBAC sees it: (apiGroups, resources, verbs, resourceNames).
+type RbacRule = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
 
 fn expected(rules: &[Rule]) -> Vec<RbacRule> {
     rules
@@ -197,6 +199,7 @@ fn expected(rules: &[Rule]) -> Vec<RbacRule> {
                 vec![r.api_group.to_owned()],
                 vec![r.resource.to_owned()],
                 r.verbs.iter().map(|v| (*v).to_owned()).collect(),
+                r.resource_names.iter().map(|v| (*v).to_owned()).collect(),
             )
         })
         .collect()
@@ -217,17 +220,22 @@ fn rules_of(role: &Value) -> Vec<RbacRule> {
         .iter()
         .map(|rule| {
             let keys: Vec<&str> = rule.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-            let mut sorted = keys.clone();
+            let mut sorted: Vec<&str> = keys.into_iter().filter(|k| *k != "resourceNames").collect();
             sorted.sort_unstable();
             assert_eq!(
                 sorted,
                 ["apiGroups", "resources", "verbs"],
-                "a rule names API groups, resources and verbs only (no resourceNames, no nonResourceURLs): {rule}"
+                "a rule names API groups, resources, verbs and perhaps resourceNames (no nonResourceURLs): {rule}"
             );
+            let names = match rule.get("resourceNames") {
+                Some(n) => strings(n),
+                None => vec![],
+            };
             (
                 strings(&rule["apiGroups"]),
                 strings(&rule["resources"]),
                 strings(&rule["verbs"]),
+                names,
             )
         })
         .collect()
@@ -398,6 +406,9 @@ fn deployment_defaults_image_args_and_env() {
             "--listen=0.0.0.0:8080",
             "--leader-election-namespace=$(POD_NAMESPACE)",
             "--log-format=json",
+            "--allowed-authority-hosts=login.microsoftonline.com,login.microsoftonline.us,login.chinacloudapi.cn",
+            "--allowed-graph-hosts=graph.microsoft.com,graph.microsoft.us,microsoftgraph.chinacloudapi.cn",
+            "--allowed-nocobase-urls=*.svc,*.svc.cluster.local",
         ]
     );
     let env = r.env();
@@ -430,6 +441,131 @@ fn deployment_defaults_image_args_and_env() {
     assert!(r.container()["image"].as_str().unwrap().ends_with(":dev"));
     assert!(r.args().contains(&"--log-format=text"));
     assert_eq!(r.env_value("RUST_LOG"), Some("debug"));
+}
+
+/// The chart's allow-lists are the binary's defaults, and a list given replaces them.
+#[test]
+fn allowed_hosts_default_to_the_binary_defaults_and_can_be_extended() {
+    use nocobase_mail_operator::allow::{
+        DEFAULT_AUTHORITY_HOSTS, DEFAULT_GRAPH_HOSTS, DEFAULT_NOCOBASE_HOSTS,
+    };
+    let r = template(&[]);
+    let args = r.args();
+    for (flag, defaults) in [
+        ("--allowed-authority-hosts", DEFAULT_AUTHORITY_HOSTS),
+        ("--allowed-graph-hosts", DEFAULT_GRAPH_HOSTS),
+        ("--allowed-nocobase-urls", DEFAULT_NOCOBASE_HOSTS),
+    ] {
+        let want = format!("{flag}={}", defaults.join(","));
+        assert!(args.contains(&want.as_str()), "{want} not in {args:?}");
+    }
+    let r = template(&[
+        "--set",
+        "allowedHosts.nocobase={*.svc,*.svc.cluster.local,nocobase.example.com:443}",
+    ]);
+    assert!(
+        r.args().contains(
+            &"--allowed-nocobase-urls=*.svc,*.svc.cluster.local,nocobase.example.com:443"
+        )
+    );
+    for bad in [
+        &["--set", "allowedHosts.graph=null"][..],
+        &["--set", "allowedHosts.authority={https://login.example}"],
+        &["--set", "allowedHosts.nocobase={a b}"],
+        &["--set", "allowedHosts.other={x}"],
+    ] {
+        let err = template_fails(bad);
+        assert!(
+            err.contains("schema") || err.contains("allowedHosts"),
+            "{bad:?}: {err}"
+        );
+    }
+}
+
+/// Off by default; when on, the operator pods may only be reached on the http port and
+/// only reach DNS, the API server, public addresses on 443 and NocoBase's ports.
+#[test]
+fn network_policy_is_opt_in_and_limits_both_directions() {
+    assert!(template(&[]).all("NetworkPolicy").is_empty());
+    let r = template(&["--set", "networkPolicy.enabled=true"]);
+    let np = r.one("NetworkPolicy");
+    let pod_labels = &r.deployment()["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in np["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[k], v, "selects the operator pods");
+    }
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        np["spec"]["ingress"],
+        json!([{"ports": [{"port": "http", "protocol": "TCP"}]}])
+    );
+    let egress = np["spec"]["egress"].as_array().unwrap();
+    let ports = |rule: &Value| -> Vec<Value> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].clone())
+            .collect()
+    };
+    assert_eq!(ports(&egress[0]), [json!(53), json!(53)], "DNS");
+    assert_eq!(ports(&egress[1]), [json!(443), json!(6443)], "API server");
+    assert_eq!(ports(&egress[2]), [json!(443)], "Microsoft");
+    let except = &egress[2]["to"][0]["ipBlock"]["except"];
+    for private in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+    ] {
+        assert!(
+            except.as_array().unwrap().contains(&json!(private)),
+            "{private}"
+        );
+    }
+    assert_eq!(ports(&egress[3]), [json!(13000), json!(80)], "NocoBase");
+    assert_eq!(egress.len(), 4);
+
+    let r = template(&[
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+        "--set",
+        "networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+    ]);
+    let np = r.one("NetworkPolicy");
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}])
+    );
+    assert_eq!(
+        np["spec"]["egress"][1]["to"],
+        json!([{"ipBlock": {"cidr": "10.0.0.1/32"}}])
+    );
+}
+
+/// /metrics can be moved off the Service port (it lists every integration's name).
+#[test]
+fn metrics_bind_address_is_configurable() {
+    assert!(
+        !template(&[])
+            .args()
+            .iter()
+            .any(|a| a.starts_with("--metrics-listen"))
+    );
+    let r = template(&["--set", "metrics.bindAddress=127.0.0.1:8081"]);
+    assert!(r.args().contains(&"--metrics-listen=127.0.0.1:8081"));
+    let err = template_fails(&[
+        "--set",
+        "metrics.bindAddress=127.0.0.1:8081",
+        "--set",
+        "serviceMonitor.enabled=true",
+    ]);
+    assert!(err.contains("metrics.bindAddress"), "{err}");
+    assert!(template_fails(&["--set", "metrics.bindAddress=nonsense"]).contains("schema"));
 }
 
 #[test]

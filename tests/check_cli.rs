@@ -279,7 +279,8 @@ async fn render_validate_asks_microsoft_first() {
             emu.uri()
         ),
     );
-    let run = |secret: &str| {
+    let allowed = host_port(&emu.uri());
+    let run_with = |secret: &str, allow: &[&str]| {
         let path = dir.path().join("in.yaml");
         std::fs::write(
             &path,
@@ -289,9 +290,22 @@ async fn render_validate_asks_microsoft_first() {
         std::process::Command::new(env!("CARGO_BIN_EXE_nocobase-mail-operator"))
             .args(["render", "--validate", "-f"])
             .arg(&path)
+            .args(allow)
             .output()
             .unwrap()
     };
+    // the emulator is not in the default allow-lists: nothing is sent
+    let refused = run_with("Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK", &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("HostNotAllowed"));
+    assert!(emu.server.received_requests().await.unwrap().is_empty());
+    let flags = [
+        "--allowed-authority-hosts",
+        allowed.as_str(),
+        "--allowed-graph-hosts",
+        allowed.as_str(),
+    ];
+    let run = |secret: &str| run_with(secret, &flags);
     let ok = run("Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK");
     assert_eq!(
         ok.status.code(),

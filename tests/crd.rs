@@ -161,8 +161,12 @@ fn valid_spec() -> Value {
 }
 
 fn admit(spec: Value) -> Result<(), String> {
+    admit_named("x", spec)
+}
+
+fn admit_named(name: &str, spec: Value) -> Result<(), String> {
     let obj = json!({"apiVersion": "nocobase-mail-operator.dev/v1alpha1", "kind": "MicrosoftMailIntegration",
-        "metadata": {"name": "x", "namespace": "ns"}, "spec": spec});
+        "metadata": {"name": name, "namespace": "ns"}, "spec": spec});
     structural_check("", &schema(), &obj)?;
     Validator::new()
         .validate(&schema(), &obj, None)
@@ -426,5 +430,49 @@ fn cel_and_rust_input_checks_agree() {
         let cel_ok = admit(with(&["authorityHost"], json!(h))).is_ok();
         let rust_ok = input::check_host(Some(h), "d", "authority host").is_ok();
         assert_eq!(cel_ok, rust_ok, "host {h}");
+    }
+}
+
+/// Names too long for the managed Secret's label, and selectors that select everything, are
+/// refused at admission and by the controller's own checks alike.
+#[test]
+fn cel_and_rust_bound_names_and_refuse_empty_selectors() {
+    use nocobase_mail_operator::allow::AllowList;
+    let spec: nocobase_mail_operator::api::MicrosoftMailIntegrationSpec =
+        serde_json::from_value(valid_spec()).unwrap();
+    for len in [1, 62, 63, 64, 200] {
+        let name = "a".repeat(len);
+        let cel_ok = admit_named(&name, valid_spec()).is_ok();
+        let rust_ok =
+            nocobase_mail_operator::allow::check_resource(&name, &spec, &AllowList::default())
+                .is_ok();
+        assert_eq!((cel_ok, rust_ok), (len <= 63, len <= 63), "name of {len}");
+        // every name derived from an admitted one is valid: a DNS subdomain of at most 253
+        if cel_ok {
+            let secret = nocobase_mail_operator::inject::managed_secret_name(&name);
+            assert!(secret.len() <= 253);
+        }
+    }
+    for (selector, ok) in [
+        (json!({}), false),
+        (json!({"matchLabels": {}}), false),
+        (json!({"matchLabels": {}, "matchExpressions": []}), false),
+        (json!({"matchLabels": {"app": "nocobase"}}), true),
+        (
+            json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}),
+            true,
+        ),
+    ] {
+        let v = with(&["targets"], json!([{"deploymentSelector": selector}]));
+        let cel_ok = admit(v.clone()).is_ok();
+        let typed: nocobase_mail_operator::api::MicrosoftMailIntegrationSpec =
+            serde_json::from_value(v).unwrap();
+        let rust =
+            nocobase_mail_operator::allow::check_resource("x", &typed, &AllowList::default());
+        assert_eq!(cel_ok, ok, "CEL, selector {selector}");
+        assert_eq!(rust.is_ok(), ok, "Rust, selector {selector}");
+        if !ok {
+            assert_eq!(rust.unwrap_err().reason, "EmptySelector");
+        }
     }
 }

@@ -151,9 +151,14 @@ async fn end_to_end_on_a_real_cluster() {
         .unwrap();
 
     let metrics = Arc::new(nocobase_mail_operator::telemetry::Metrics::default());
-    let ctx =
-        nocobase_mail_operator::controller::context(client.clone(), metrics, None, "e2e".into())
-            .unwrap();
+    let ctx = nocobase_mail_operator::controller::context(
+        client.clone(),
+        metrics,
+        None,
+        "e2e".into(),
+        allow_exactly(&emu.uri(), &[]),
+    )
+    .unwrap();
     let controller = tokio::spawn(nocobase_mail_operator::controller::run_controller(
         client.clone(),
         Some(ns.clone()),

@@ -13,14 +13,10 @@ use common::fake_api::FakeApi;
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
-use kube::runtime::events::{Recorder, Reporter};
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
-use nocobase_mail_operator::controller::validations::ValidationCache;
 use nocobase_mail_operator::controller::{CacheSync, Context, reconcile};
 use nocobase_mail_operator::inject::FINGERPRINT_ANNOTATION;
-use nocobase_mail_operator::microsoft::MicrosoftClient;
 use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, WATCHED_NAMESPACE_RULES};
-use nocobase_mail_operator::telemetry::Metrics;
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
@@ -60,6 +56,11 @@ fn logs() -> String {
 }
 
 async fn harness() -> Harness {
+    harness_allowing(&[]).await
+}
+
+/// A harness whose operator may reach the Microsoft emulator and these NocoBase URLs.
+async fn harness_allowing(nocobase: &[&str]) -> Harness {
     let buf = LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let w = LogWriter(Arc::clone(&buf));
@@ -93,31 +94,10 @@ async fn harness() -> Harness {
     let clock = Arc::new(Mutex::new(
         "2027-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),
     ));
-    let metrics = Arc::new(Metrics::default());
-    let client = api.client();
     let c = Arc::clone(&clock);
     let clock_fn: nocobase_mail_operator::controller::reconcile::Clock =
         Arc::new(move || *c.lock().unwrap());
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "nocobase-mail-operator".into(),
-                instance: None,
-            },
-        ),
-        client,
-        validations: ValidationCache::new(
-            MicrosoftClient::new(fast_options()).unwrap(),
-            Duration::from_secs(300),
-            Arc::clone(&metrics),
-            clock_fn.clone(),
-        ),
-        metrics,
-        clock: clock_fn,
-        http: nocobase_mail_operator::http::default_client(None).unwrap(),
-        error_backoff: Default::default(),
-    });
+    let ctx = test_context(api.client(), allow_exactly(&emu.uri(), nocobase), clock_fn);
     Harness {
         api,
         emu,
@@ -185,19 +165,7 @@ impl Harness {
     }
 
     fn condition(&self, name: &str, t: &str) -> (String, String, String) {
-        let m = self.mmi(name).unwrap();
-        let c = m["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == t)
-            .unwrap_or_else(|| panic!("no condition {t} in {}", m["status"]))
-            .clone();
-        (
-            c["status"].as_str().unwrap().into(),
-            c["reason"].as_str().unwrap().into(),
-            c["message"].as_str().unwrap().into(),
-        )
+        condition_of(&self.mmi(name).unwrap(), t)
     }
 
     fn events(&self) -> Vec<(String, String)> {
@@ -786,7 +754,6 @@ async fn metrics_health_endpoints_and_no_secret_in_logs_or_metrics() {
 #[tokio::test]
 async fn nocobase_variables_follow_validated_credentials_only() {
     use common::nocobase_emu::{API_KEY as NOCOBASE_KEY, NocoBase};
-    let h = harness().await;
     let nocobase = NocoBase {
         state: Arc::default(),
         app: None,
@@ -797,6 +764,7 @@ async fn nocobase_variables_follow_validated_credentials_only() {
         .respond_with(nocobase.clone())
         .mount(&server)
         .await;
+    let h = harness_allowing(&[&server.uri()]).await;
     let state = Arc::clone(&nocobase.state);
     let var = move |n: &str| {
         state

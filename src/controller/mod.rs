@@ -20,6 +20,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 pub use reconcile::{Context, Error, FINALIZER, error_policy, reconcile};
@@ -35,10 +36,14 @@ use validations::ValidationCache;
 pub struct Settings {
     pub namespaces: Vec<String>,
     pub listen: String,
+    /// Serve /metrics on this address instead of `listen` (`--metrics-listen`).
+    pub metrics_listen: Option<String>,
     pub leader_election: bool,
     pub lease_namespace: Option<String>,
     pub identity: String,
     pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Hosts a credential may be sent to (`--allowed-*`).
+    pub allow: crate::allow::AllowList,
 }
 
 /// The longest a definitive answer from Microsoft is shared by integrations with identical
@@ -51,6 +56,7 @@ pub fn context(
     metrics: Arc<Metrics>,
     ca_bundle_pem: Option<Vec<u8>>,
     instance: String,
+    allow: crate::allow::AllowList,
 ) -> Result<Arc<Context>, String> {
     // One outbound client for Microsoft and NocoBase: one pool, one TLS configuration.
     let http = crate::http::default_client(ca_bundle_pem.as_deref())?;
@@ -80,6 +86,7 @@ pub fn context(
         clock,
         http,
         error_backoff: Default::default(),
+        allow,
     }))
 }
 
@@ -251,10 +258,9 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         Arc::clone(&metrics),
         settings.ca_bundle_pem.clone(),
         settings.identity.clone(),
+        settings.allow.clone(),
     )?;
-    let (server, _) =
-        server::serve(&settings.listen, Arc::clone(&metrics), Arc::clone(&ready)).await?;
-    info!(listen = %settings.listen, "serving /metrics, /healthz and /readyz");
+    let servers = start_servers(&settings, &metrics, &ready).await?;
 
     // Leader election: only the Lease holder reconciles; a standby takes over within the
     // lease duration (15 s) when the leader stops renewing.
@@ -263,22 +269,20 @@ pub async fn run(settings: Settings) -> Result<(), String> {
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(
-            client.clone(),
-            "nocobase-mail-operator-leader",
-        )
-        .with_namespace(ns.clone())
-        .with_identity(settings.identity.clone())
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .map_err(|e| format!("leader election set-up failed: {e}"))?;
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), crate::rbac::LEASE_NAME)
+                .with_namespace(ns.clone())
+                .with_identity(settings.identity.clone())
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await
+                .map_err(|e| format!("leader election set-up failed: {e}"))?;
         let (mut rx, task) = manager.watch().await;
         // A standby is healthy and ready to take over; it reports ready until it leads, and
         // then again once its caches have synced.
         ready.store(true, Ordering::SeqCst);
-        info!(lease = "nocobase-mail-operator-leader", namespace = %ns, identity = %settings.identity, "waiting for leadership");
+        info!(lease = crate::rbac::LEASE_NAME, namespace = %ns, identity = %settings.identity, "waiting for leadership");
         while !*rx.borrow_and_update() {
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() { return Err("leader election stopped".into()) },
@@ -318,9 +322,43 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         }
         None => controllers.await.into_iter().for_each(drop),
     }
-    server.abort();
+    servers.iter().for_each(JoinHandle::abort);
     info!("stopped");
     Ok(())
+}
+
+/// Serves /healthz and /readyz, and /metrics with them or on `--metrics-listen`; logs the
+/// allow-lists in force.
+async fn start_servers(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let servers = match &settings.metrics_listen {
+        None => {
+            let (s, _) =
+                server::serve(&settings.listen, Arc::clone(metrics), Arc::clone(ready)).await?;
+            info!(listen = %settings.listen, "serving /metrics, /healthz and /readyz");
+            vec![s]
+        }
+        Some(m) => {
+            let (s, _) = server::serve_health(&settings.listen, Arc::clone(ready)).await?;
+            let (ms, _) = server::serve_metrics(m, Arc::clone(metrics)).await?;
+            info!(listen = %settings.listen, metrics = %m, "serving /healthz and /readyz, and /metrics apart");
+            vec![s, ms]
+        }
+    };
+    {
+        use crate::allow::Endpoint;
+        let list = |e| settings.allow.entries(e).join(",");
+        info!(
+            authority = %list(Endpoint::Authority),
+            graph = %list(Endpoint::Graph),
+            nocobase = %list(Endpoint::NocoBase),
+            "credentials are sent only to these hosts (allow-lists)"
+        );
+    }
+    Ok(servers)
 }
 
 async fn sigterm() {

@@ -21,6 +21,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::backoff::ErrorBackoff;
 use super::validations::ValidationCache;
+use crate::allow::Endpoint;
 use crate::api::{
     InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
 };
@@ -29,7 +30,7 @@ use crate::decide::{
     acceptance, decide, delivery, event_note, fold_attempt, interval, validation_due,
 };
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
-use crate::input::Credentials;
+use crate::input::{self, Credentials};
 use crate::microsoft::Verdict;
 use crate::nocobase::{self, DesiredVar, NocoBaseClient, NocoBaseOptions, SyncedState, VarKind};
 use crate::telemetry::Metrics;
@@ -52,6 +53,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Failures per integration, for [`error_policy`].
     pub error_backoff: ErrorBackoff,
+    /// Where a credential may be sent (`--allowed-*` flags); checked before any request.
+    pub allow: crate::allow::AllowList,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,15 @@ async fn read_credentials(
     mmi: &MicrosoftMailIntegration,
 ) -> Result<(CredentialCheck, Option<Credentials>), Error> {
     let ns = mmi.namespace().unwrap_or_default();
+    // Before the Secret is read: an integration the operator will not serve (a host
+    // outside the allow-lists, ...) learns nothing about it, not even its key names.
+    if let Err(p) = crate::allow::check_resource(&mmi.name_any(), &mmi.spec, &ctx.allow) {
+        let problem = CredentialCheck::Problem {
+            reason: p.reason.into(),
+            message: p.message,
+        };
+        return Ok((problem, None));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret = secrets.get_opt(&mmi.spec.client_secret_ref.name).await?;
     Ok(crate::credentials::check(mmi, secret.as_ref()))
@@ -239,6 +251,16 @@ async fn inject_targets(
     // 1. The managed Secret: written only with credentials Microsoft accepted (or, opted
     //    in, not yet judged because Microsoft was unreachable); never with rejected ones.
     let existing = secrets.get_opt(&secret_name).await?;
+    if let Some(s) = &existing
+        && !inject::is_own_managed_secret(&s.metadata, &mmi.uid().unwrap_or_default())
+    {
+        return Ok(InjectionReport {
+            status: ConditionStatus::False,
+            reason: "ManagedSecretConflict".into(),
+            message: inject::managed_secret_conflict(&ns, &secret_name),
+            injected: previous.injected.clone(),
+        });
+    }
     let mut config_fp = existing
         .as_ref()
         .and_then(|s| s.metadata.annotations.as_ref())
@@ -257,12 +279,12 @@ async fn inject_targets(
                     c.client_secret.expose_secret(),
                     fingerprint,
                 );
+                // Force only into the operator's own Secret; one created meanwhile by
+                // someone else makes this apply conflict instead of taking it over.
+                let mut pp = PatchParams::apply(FIELD_MANAGER);
+                pp.force = existing.is_some();
                 secrets
-                    .patch(
-                        &secret_name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&body),
-                    )
+                    .patch(&secret_name, &pp, &Patch::Apply(&body))
                     .await?;
                 info!(secret = %secret_name, "managed Secret updated with the validated configuration");
                 config_fp = Some(fingerprint.clone());
@@ -426,6 +448,10 @@ async fn nocobase_client(
 ) -> Result<Result<NocoBaseClient, (String, String)>, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let r = &nb.api_key_secret_ref;
+    // Checked before the API key is even read: no request to a URL outside the list.
+    if let Err(p) = ctx.allow.check(Endpoint::NocoBase, &nb.url) {
+        return Ok(Err((p.reason.into(), p.message)));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(secret) = secrets.get_opt(&r.name).await? else {
         return Ok(Err((

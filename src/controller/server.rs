@@ -11,17 +11,34 @@ use tokio::task::JoinHandle;
 
 use crate::telemetry::Metrics;
 
-/// Binds `listen` and serves in the background; returns the task and the bound address.
+type Served = (JoinHandle<()>, std::net::SocketAddr);
+
+/// Binds `listen` and serves /metrics, /healthz and /readyz in the background; returns the
+/// task and the bound address.
 pub async fn serve(
     listen: &str,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-) -> Result<(JoinHandle<()>, std::net::SocketAddr), String> {
+) -> Result<Served, String> {
+    serve_router(listen, router(metrics, ready)).await
+}
+
+/// Serves /healthz and /readyz only (with `--metrics-listen`, /metrics is elsewhere).
+pub async fn serve_health(listen: &str, ready: Arc<AtomicBool>) -> Result<Served, String> {
+    serve_router(listen, health_router(ready)).await
+}
+
+/// Serves /metrics only, e.g. on a loopback address that only a sidecar proxy reaches:
+/// /metrics names every integration's namespace and name.
+pub async fn serve_metrics(listen: &str, metrics: Arc<Metrics>) -> Result<Served, String> {
+    serve_router(listen, metrics_router(metrics)).await
+}
+
+async fn serve_router(listen: &str, app: Router) -> Result<Served, String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = router(metrics, ready);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -29,22 +46,29 @@ pub async fn serve(
 }
 
 pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+    metrics_router(metrics).merge(health_router(ready))
+}
+
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = Arc::clone(&metrics);
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    )
+}
+
+fn health_router(ready: Arc<AtomicBool>) -> Router {
     Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = Arc::clone(&metrics);
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                }
-            }),
-        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

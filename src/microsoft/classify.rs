@@ -76,8 +76,9 @@ pub fn classify_failure(
     };
     if let Some(b) = parsed {
         v.aadsts_code = v.aadsts_code.or(code);
-        v.trace_id = b.trace_id;
-        v.correlation_id = b.correlation_id;
+        // GUIDs when Microsoft sends them; cut in case something else does
+        v.trace_id = b.trace_id.map(|t| crate::http::clip(&t, 64));
+        v.correlation_id = b.correlation_id.map(|c| crate::http::clip(&c, 64));
     }
     if v.retry_after.is_none() && v.outcome == Outcome::Unavailable {
         v.retry_after = retry_after;
@@ -119,10 +120,14 @@ fn microsoft_sentence(b: &TokenErrorBody) -> String {
         .min()
         .unwrap_or(d.len());
     let s = d[..end].trim();
+    // quoted into status, Events and logs: a few hundred characters say all Microsoft says
+    let max = crate::http::MAX_QUOTED_CHARS;
     if s.is_empty() {
-        b.error.clone().unwrap_or_else(|| "no description".into())
+        b.error
+            .as_deref()
+            .map_or_else(|| "no description".into(), |e| crate::http::clip(e, max))
     } else {
-        s.to_owned()
+        crate::http::clip(s, max)
     }
 }
 

@@ -11,6 +11,7 @@ use super::classify::{classify_failure, parse_retry_after};
 use super::graph::{Application, findings};
 use super::verdict::{ExpiryInfo, GraphFindings, Outcome, Verdict, reason};
 use crate::http::TransportFailure;
+use crate::http::{BodyError, MAX_BODY_BYTES, read_capped};
 use crate::input::{Credentials, is_guid, secret_hint};
 
 /// Called after every HTTP exchange with Microsoft: which endpoint, the HTTP status (or 0
@@ -163,11 +164,14 @@ impl MicrosoftClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-        let body = resp.bytes().await;
+        let body = read_capped(resp, MAX_BODY_BYTES).await;
         self.observe("token", status, t0.elapsed());
         let body = match body {
             Ok(b) => b,
-            Err(e) => return (transport_failure(&e, &creds.authority_host), None),
+            Err(BodyError::TooLarge) => return (too_large(&creds.authority_host), None),
+            Err(BodyError::Transport(e)) => {
+                return (transport_failure(&e, &creds.authority_host), None);
+            }
         };
         if status == 200 {
             return match serde_json::from_slice::<TokenSuccess>(&body).ok().and_then(|t| t.access_token) {
@@ -217,8 +221,18 @@ impl MicrosoftClient {
             }
         };
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = read_capped(resp, MAX_BODY_BYTES).await;
         self.observe("graph", status, t0.elapsed());
+        let body = match body {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return unknown(format!(
+                    "expiry unknown: {} answered with a body larger than 1 MiB, which no Graph answer is; it was not read",
+                    creds.graph_host
+                ));
+            }
+            Err(BodyError::Transport(_)) => Vec::new(),
+        };
         match status {
             200 => match serde_json::from_slice::<Application>(&body) {
                 Ok(app) => findings(&app, &secret_hint(&creds.client_secret)),
@@ -231,6 +245,15 @@ impl MicrosoftClient {
             s => unknown(format!("expiry unknown: Microsoft Graph answered HTTP {s}; it will be asked again at the next validation")),
         }
     }
+}
+
+/// An answer larger than any Microsoft sends: refused unread.
+fn too_large(host: &str) -> Verdict {
+    Verdict::unavailable(
+        reason::UNEXPECTED_RESPONSE,
+        format!("{host} answered with a body larger than 1 MiB, which no Microsoft answer is; it was not read."),
+    )
+    .with_hint("Check that the authority host is Microsoft's login endpoint (or your proxy passes it through unchanged); the operator will try again.")
 }
 
 /// A request that got no HTTP answer: timeout, TLS failure, or network error.

@@ -497,9 +497,22 @@ impl NocoBaseClient {
             }
         };
         let status = resp.status().as_u16();
-        let body = resp.bytes().await;
+        let body = crate::http::read_capped(resp, crate::http::MAX_BODY_BYTES).await;
         self.observe(op, status, t0.elapsed());
-        let body = body.map_err(|e| self.transport_failure(op, &e))?;
+        let body = match body {
+            Ok(b) => b,
+            Err(crate::http::BodyError::Transport(e)) => return Err(self.transport_failure(op, &e)),
+            Err(crate::http::BodyError::TooLarge) => {
+                return Err(SyncError::new(
+                    reason::UNEXPECTED_RESPONSE,
+                    format!(
+                        "NocoBase at {} answered {} with a body larger than 1 MiB, which no NocoBase answer is; it was not read. Check spec.nocobase.url",
+                        self.shown,
+                        op.action()
+                    ),
+                ));
+            }
+        };
         tracing::debug!(
             action = op.action(),
             status,
@@ -507,7 +520,7 @@ impl NocoBaseClient {
             "NocoBase answered"
         );
         if (200..300).contains(&status) {
-            return Ok(body.to_vec());
+            return Ok(body);
         }
         Err(self.classify(op, status, &body, names))
     }

@@ -157,3 +157,68 @@ pub fn assert_no_secret(text: &str, secrets: &[&str]) {
         "the access token leaked into output:\n{text}"
     );
 }
+
+/// `host:port` of a URL, as an allow-list entry names one exact address.
+pub fn host_port(url: &str) -> String {
+    let u = url::Url::parse(url).expect("a URL");
+    format!(
+        "{}:{}",
+        u.host_str().expect("a host"),
+        u.port_or_known_default().expect("a port")
+    )
+}
+
+/// The allow-lists a test gives the operator: exactly the emulators' addresses, as a local
+/// run would with `--allowed-authority-hosts 127.0.0.1:PORT` and friends.
+pub fn allow_exactly(
+    microsoft: &str,
+    nocobase: &[&str],
+) -> nocobase_mail_operator::allow::AllowList {
+    let ms = vec![host_port(microsoft)];
+    let nb: Vec<String> = nocobase.iter().map(|u| host_port(u)).collect();
+    nocobase_mail_operator::allow::AllowList::new(&ms, &ms, &nb).expect("valid entries")
+}
+
+/// A controller context on a (fake) API server, with fast Microsoft retries.
+pub fn test_context(
+    client: kube::Client,
+    allow: nocobase_mail_operator::allow::AllowList,
+    clock: nocobase_mail_operator::controller::reconcile::Clock,
+) -> std::sync::Arc<nocobase_mail_operator::controller::Context> {
+    use nocobase_mail_operator::controller::{Context, validations::ValidationCache};
+    use std::sync::Arc;
+    let metrics = Arc::new(nocobase_mail_operator::telemetry::Metrics::default());
+    Arc::new(Context {
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "nocobase-mail-operator".into(),
+                instance: None,
+            },
+        ),
+        client,
+        validations: ValidationCache::new(
+            nocobase_mail_operator::microsoft::MicrosoftClient::new(fast_options()).unwrap(),
+            Duration::from_secs(300),
+            Arc::clone(&metrics),
+            clock.clone(),
+        ),
+        metrics,
+        clock,
+        http: nocobase_mail_operator::http::default_client(None).unwrap(),
+        error_backoff: Default::default(),
+        allow,
+    })
+}
+
+/// Status, reason and message of condition `t` of an integration (as JSON).
+pub fn condition_of(mmi: &serde_json::Value, t: &str) -> (String, String, String) {
+    let c = mmi["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .unwrap_or_else(|| panic!("no condition {t} in {}", mmi["status"]));
+    let s = |k: &str| c[k].as_str().unwrap().to_owned();
+    (s("status"), s("reason"), s("message"))
+}

@@ -103,10 +103,15 @@ RBAC rules in the release namespace for leader election: exactly
 nocobase_mail_operator::rbac::LEADER_ELECTION_RULES.
 */}}
 {{- define "nocobase-mail-operator.leaderElectionRules" -}}
-# leader election: one active replica at a time
+# leader election: read and renew the operator's own Lease
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "patch"]
+  resourceNames: ["nocobase-mail-operator-leader"]
+  verbs: ["get", "patch"]
+# leader election: create the Lease on first start (create cannot be limited by name)
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
