@@ -235,7 +235,8 @@ async fn first_sync_creates_three_variables_and_refreshes_once() {
     assert!(!o.state.refresh_pending);
     assert_no_leak(&visible(&o));
 
-    // list, one create per variable, read back, refresh.
+    // list, one create per variable, read back, refresh, and a list that finds NocoBase
+    // back after the refresh.
     assert_eq!(
         emu.calls().await,
         [
@@ -245,6 +246,7 @@ async fn first_sync_creates_three_variables_and_refreshes_once() {
             "POST /api/environmentVariables:create",
             "GET /api/environmentVariables:list?paginate=false",
             "POST /api/app:refresh",
+            "GET /api/environmentVariables:list?paginate=false",
         ]
     );
     for r in emu.server.received_requests().await.unwrap() {
@@ -312,6 +314,7 @@ async fn rotation_updates_the_secret_variable_only_and_refreshes_once() {
             "POST /api/environmentVariables:update?filterByTk=MICROSOFT_CLIENT_SECRET",
             "GET /api/environmentVariables:list?paginate=false",
             "POST /api/app:refresh",
+            "GET /api/environmentVariables:list?paginate=false",
         ]
     );
     // The update sends the value only, never a type.
@@ -399,7 +402,33 @@ async fn nocobase_unreachable_connection_refused_timeout_and_503() {
     assert_failed(&o, reason::NOCOBASE_UNREACHABLE, true);
     assert!(o.message.contains("did not answer"), "{}", o.message);
 
-    // 503 while NocoBase restarts after app:refresh.
+    // 503 from a proxy, and from a NocoBase whose application was stopped or failed:
+    // nothing comes back by itself there.
+    for body in [
+        json!("Service Unavailable"),
+        json!({"error": {"status": 503, "maintaining": true, "message": "application main is stopped", "code": "APP_STOPPED"}}),
+        json!({"error": {"status": 503, "maintaining": true, "message": "", "code": "APP_ERROR"}}),
+    ] {
+        let busy = MockServer::start().await;
+        Mock::given(path_regex("^/"))
+            .respond_with(json_body(503, &body))
+            .mount(&busy)
+            .await;
+        let o = sync(
+            &client_for(&busy.uri(), API_KEY, None),
+            &desired(SECRET),
+            &SyncedState::default(),
+        )
+        .await;
+        assert_failed(&o, reason::NOCOBASE_UNREACHABLE, true);
+    }
+}
+
+/// The real gateway answers `503 {"error":{"maintaining":true,"code":"APP_COMMANDING"}}`
+/// while the application reloads (after `app:refresh`, while starting): its own reason,
+/// transient, not "unreachable".
+#[tokio::test]
+async fn a_restarting_nocobase_is_its_own_transient_reason() {
     let busy = MockServer::start().await;
     Mock::given(path_regex("^/"))
         .respond_with(json_fixture(503, "error_app_commanding.json"))
@@ -411,12 +440,84 @@ async fn nocobase_unreachable_connection_refused_timeout_and_503() {
         &SyncedState::default(),
     )
     .await;
-    assert_failed(&o, reason::NOCOBASE_UNREACHABLE, true);
+    assert_failed(&o, reason::NOCOBASE_RESTARTING, true);
     assert!(
-        o.message.contains("HTTP 503 (APP_COMMANDING)"),
+        o.message.contains("restarting (APP_COMMANDING)"),
         "{}",
         o.message
     );
+    assert!(
+        !o.message.contains("load plugin"),
+        "NocoBase's text is not quoted"
+    );
+    for code in [
+        "APP_STARTING",
+        "APP_INITIALIZING",
+        "APP_PREPARING",
+        "COMMAND_END",
+    ] {
+        let s = MockServer::start().await;
+        Mock::given(path_regex("^/"))
+            .respond_with(json_body(
+                503,
+                &json!({"error": {"status": 503, "maintaining": true, "message": "", "code": code}}),
+            ))
+            .mount(&s)
+            .await;
+        let err = client_for(&s.uri(), API_KEY, None)
+            .list()
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, reason::NOCOBASE_RESTARTING, "{code}");
+    }
+}
+
+/// After its own `app:refresh`, a sync waits (polling) until NocoBase answers again, so
+/// the reconcile its own writes trigger finds NocoBase back.
+#[tokio::test]
+async fn a_sync_waits_for_nocobase_to_come_back_after_its_refresh() {
+    let emu = Emulator::start().await;
+    emu.nocobase.state.lock().unwrap().restart_after_refresh = 3;
+    let o = sync(&emu.client(), &desired(SECRET), &SyncedState::default()).await;
+    assert!(o.ok && o.refreshed, "{}", o.message);
+    assert!(!o.message.contains("still restarting"), "{}", o.message);
+    assert_eq!(emu.nocobase.state.lock().unwrap().restarting_for, 0);
+    // What the next reconcile does first: it gets an answer.
+    emu.client().list().await.unwrap();
+    let calls = emu.calls().await;
+    let after_refresh = calls
+        .iter()
+        .skip_while(|c| !c.ends_with("app:refresh"))
+        .skip(1)
+        .filter(|c| c.contains("environmentVariables:list"))
+        .count();
+    assert_eq!(
+        after_refresh, 5,
+        "3 answered 503, 1 ended the wait, 1 the next list: {calls:?}"
+    );
+
+    // Bounded: a NocoBase that stays in maintenance ends the wait, and the sync, which did
+    // its work, says so.
+    emu.nocobase.state.lock().unwrap().restart_after_refresh = 1_000;
+    let short = NocoBaseClient::new(
+        &emu.server.uri(),
+        SecretString::from(API_KEY),
+        None,
+        NocoBaseOptions {
+            restart_wait: Duration::from_millis(300),
+            ..fast()
+        },
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let rotated = sync(&short, &desired(ROTATED), &o.state).await;
+    assert!(rotated.ok, "{}", rotated.message);
+    assert!(
+        rotated.message.contains("still restarting"),
+        "{}",
+        rotated.message
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
@@ -527,7 +628,7 @@ async fn the_app_header_selects_the_application() {
     assert!(o.ok, "{}", o.message);
     assert!(o.message.contains("application crm"), "{}", o.message);
     let reqs = emu.server.received_requests().await.unwrap();
-    assert_eq!(reqs.len(), 6);
+    assert_eq!(reqs.len(), 7);
     assert!(reqs.iter().all(|r| r.headers["x-app"] == "crm"));
 
     let wrong = client_for(&emu.server.uri(), API_KEY, Some("nope"));
