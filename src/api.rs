@@ -184,6 +184,22 @@ pub struct NocoBaseSync {
     /// (off by default: nothing in NocoBase is ever deleted unless asked).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delete_on_cleanup: bool,
+
+    /// With deleteOnCleanup: how long a deletion keeps retrying while NocoBase is
+    /// unreachable, restarting or overloaded, before it gives up (with a Warning Event) and
+    /// lets the integration go. A positive duration of at most 24h, such as 10m (default),
+    /// 30s or 1h.
+    #[serde(default = "default_cleanup_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('24h')").message("cleanupTimeout must be a positive duration of at most 24h, such as 10m"))]
+    pub cleanup_timeout: String,
+}
+
+/// Default of `spec.nocobase.cleanupTimeout`.
+pub const DEFAULT_CLEANUP_TIMEOUT: &str = "10m";
+
+fn default_cleanup_timeout() -> String {
+    DEFAULT_CLEANUP_TIMEOUT.to_owned()
 }
 
 /// A key of a Secret holding a NocoBase API key.

@@ -74,6 +74,21 @@ pub fn parse_duration(s: &str) -> Option<SignedDuration> {
     SignedDuration::try_from_secs_f64(total).ok()
 }
 
+/// The Rust twin of `spec.nocobase.cleanupTimeout`'s CEL rule: a Go-style duration,
+/// positive, at most 24h.
+pub fn parse_cleanup_timeout(s: &str) -> Option<SignedDuration> {
+    if s != s.trim() {
+        return None;
+    }
+    parse_duration(s).filter(|d| d.is_positive() && *d <= SignedDuration::from_hours(24))
+}
+
+/// `cleanupTimeout` as a duration: the spec's when admission would accept it, else the
+/// default 10m (an object admitted before the field had its rule).
+pub fn cleanup_timeout(s: &str) -> SignedDuration {
+    parse_cleanup_timeout(s).unwrap_or(SignedDuration::from_mins(10))
+}
+
 /// Windows sorted widest first; invalid or non-positive entries are skipped (admission
 /// refuses them, so they only reach here through an old CRD).
 pub fn windows(spec: &[String]) -> Vec<Window> {

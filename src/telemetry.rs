@@ -57,6 +57,23 @@ pub struct RequestLabels {
     pub status: String,
 }
 
+/// Labels of a NocoBase request: the action (`environmentVariables:list`, `app:refresh`,
+/// ...) and the HTTP status (`error` when none came back).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NocoBaseRequestLabels {
+    pub operation: String,
+    pub status: String,
+}
+
+/// The `status` label of a request: the HTTP status, or `error` when none came back (0).
+fn status_label(status: u16) -> String {
+    if status == 0 {
+        "error".to_owned()
+    } else {
+        status.to_string()
+    }
+}
+
 /// The operator's metrics. Names follow Prometheus conventions (base units, `_total` for
 /// counters, `_timestamp_seconds` for instants).
 pub struct Metrics {
@@ -67,6 +84,7 @@ pub struct Metrics {
     pub last_decisive: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     pub validations: Family<ValidationLabels, Counter>,
     pub microsoft_requests: Family<RequestLabels, Histogram>,
+    pub nocobase_requests: Family<NocoBaseRequestLabels, Histogram>,
     pub reconciles: Counter,
     pub reconcile_errors: Counter,
     pub reconcile_duration: Histogram,
@@ -113,6 +131,15 @@ impl Default for Metrics {
             "Latency of requests to Microsoft (token endpoint and Graph)",
             microsoft_requests.clone(),
         );
+        let nocobase_requests =
+            Family::<NocoBaseRequestLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.025, 2.0, 10))
+            });
+        registry.register(
+            "nocobase_request_duration_seconds",
+            "Latency of requests to NocoBase's API (Variables and secrets, app:refresh)",
+            nocobase_requests.clone(),
+        );
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         let reconcile_errors = Counter::default();
@@ -135,6 +162,7 @@ impl Default for Metrics {
             last_decisive,
             validations,
             microsoft_requests,
+            nocobase_requests,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -147,18 +175,29 @@ impl Metrics {
     pub fn request_observer(self: &Arc<Self>) -> crate::microsoft::RequestObserver {
         let m = Arc::clone(self);
         Arc::new(move |endpoint: &'static str, status: u16, took: Duration| {
-            let status = if status == 0 {
-                "error".to_owned()
-            } else {
-                status.to_string()
-            };
             m.microsoft_requests
                 .get_or_create(&RequestLabels {
                     endpoint: endpoint.into(),
-                    status,
+                    status: status_label(status),
                 })
                 .observe(took.as_secs_f64());
         })
+    }
+
+    /// An observer for [`crate::nocobase::NocoBaseOptions::observer`]: NocoBase's latency
+    /// has its own series, apart from Microsoft's.
+    pub fn nocobase_request_observer(self: &Arc<Self>) -> crate::microsoft::RequestObserver {
+        let m = Arc::clone(self);
+        Arc::new(
+            move |operation: &'static str, status: u16, took: Duration| {
+                m.nocobase_requests
+                    .get_or_create(&NocoBaseRequestLabels {
+                        operation: operation.into(),
+                        status: status_label(status),
+                    })
+                    .observe(took.as_secs_f64());
+            },
+        )
     }
 
     /// Publishes one integration's state.

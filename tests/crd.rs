@@ -354,6 +354,27 @@ fn admission_refuses_what_is_wrong_on_its_face() {
             "three different",
         ),
         (with(&["cloud"], json!("AzureGermany")), "not one of"),
+        (
+            with(
+                &["nocobase"],
+                json!({"url": "http://nocobase:13000", "apiKeySecretRef": {"name": "k"}, "cleanupTimeout": "0s"}),
+            ),
+            "cleanupTimeout must be a positive duration",
+        ),
+        (
+            with(
+                &["nocobase"],
+                json!({"url": "http://nocobase:13000", "apiKeySecretRef": {"name": "k"}, "cleanupTimeout": "25h"}),
+            ),
+            "cleanupTimeout must be a positive duration",
+        ),
+        (
+            with(
+                &["nocobase"],
+                json!({"url": "http://nocobase:13000", "apiKeySecretRef": {"name": "k"}, "cleanupTimeout": "ten minutes"}),
+            ),
+            "cleanupTimeout must be a positive duration",
+        ),
     ];
     for (spec, want) in cases {
         let err = admit(spec.clone()).expect_err(&format!("accepted: {spec}"));
@@ -365,11 +386,48 @@ fn admission_refuses_what_is_wrong_on_its_face() {
     ))
     .unwrap();
     admit(with(&["authorityHost"], json!("http://127.0.0.1:8080"))).unwrap();
+    for ok in ["10m", "30s", "1h30m", "24h"] {
+        admit(with(&["nocobase"], json!({"url": "http://nocobase:13000", "apiKeySecretRef": {"name": "k"}, "cleanupTimeout": ok}))).unwrap();
+    }
     admit(with(
         &["secretExpiry", "warnBefore"],
         json!(["1h30m", "0.5h"]),
     ))
     .unwrap();
+}
+
+/// `spec.nocobase.cleanupTimeout`: CEL and the controller's parser agree.
+#[test]
+fn cleanup_timeout_cel_and_rust_agree() {
+    for t in [
+        "10m",
+        "30s",
+        "1h30m",
+        "24h",
+        "0.5h",
+        "1500ms",
+        "0s",
+        "0m0s",
+        "25h",
+        "24h1s",
+        "-1m",
+        "1d",
+        "10",
+        "m",
+        "ten minutes",
+        " 10m",
+        "",
+    ] {
+        let spec = with(
+            &["nocobase"],
+            json!({"url": "http://nocobase:13000", "apiKeySecretRef": {"name": "k"}, "cleanupTimeout": t}),
+        );
+        assert_eq!(
+            admit(spec).is_ok(),
+            nocobase_mail_operator::expiry::parse_cleanup_timeout(t).is_some(),
+            "{t:?}"
+        );
+    }
 }
 
 /// The CEL rules and the Rust checks used by `check` and the controller agree.

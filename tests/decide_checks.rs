@@ -199,7 +199,7 @@ fn the_ready_chain_is_ordered_and_the_first_failure_wins() {
         message: "key".into(),
         state: Default::default(),
         writes: 0,
-        retry_soon: false,
+        retry_after: None,
     };
     let bad_inj = inj(ConditionStatus::False, "TargetNotFound");
     let good_inj = inj(ConditionStatus::True, "Injected");
@@ -279,7 +279,7 @@ fn failure_events_come_once_per_reason() {
         message: "ok".into(),
         state: Default::default(),
         writes: 2,
-        retry_soon: false,
+        retry_after: None,
     };
     let evs = events::nocobase_events(&previous, &nb);
     assert_eq!(evs.len(), 1);

@@ -235,7 +235,8 @@ async fn first_sync_creates_three_variables_and_refreshes_once() {
     assert!(!o.state.refresh_pending);
     assert_no_leak(&visible(&o));
 
-    // list, one create per variable, read back, refresh.
+    // list, one create per variable, read back, refresh, and a list that finds NocoBase
+    // back after the refresh.
     assert_eq!(
         emu.calls().await,
         [
@@ -245,6 +246,7 @@ async fn first_sync_creates_three_variables_and_refreshes_once() {
             "POST /api/environmentVariables:create",
             "GET /api/environmentVariables:list?paginate=false",
             "POST /api/app:refresh",
+            "GET /api/environmentVariables:list?paginate=false",
         ]
     );
     for r in emu.server.received_requests().await.unwrap() {
@@ -312,6 +314,7 @@ async fn rotation_updates_the_secret_variable_only_and_refreshes_once() {
             "POST /api/environmentVariables:update?filterByTk=MICROSOFT_CLIENT_SECRET",
             "GET /api/environmentVariables:list?paginate=false",
             "POST /api/app:refresh",
+            "GET /api/environmentVariables:list?paginate=false",
         ]
     );
     // The update sends the value only, never a type.
@@ -399,7 +402,33 @@ async fn nocobase_unreachable_connection_refused_timeout_and_503() {
     assert_failed(&o, reason::NOCOBASE_UNREACHABLE, true);
     assert!(o.message.contains("did not answer"), "{}", o.message);
 
-    // 503 while NocoBase restarts after app:refresh.
+    // 503 from a proxy, and from a NocoBase whose application was stopped or failed:
+    // nothing comes back by itself there.
+    for body in [
+        json!("Service Unavailable"),
+        json!({"error": {"status": 503, "maintaining": true, "message": "application main is stopped", "code": "APP_STOPPED"}}),
+        json!({"error": {"status": 503, "maintaining": true, "message": "", "code": "APP_ERROR"}}),
+    ] {
+        let busy = MockServer::start().await;
+        Mock::given(path_regex("^/"))
+            .respond_with(json_body(503, &body))
+            .mount(&busy)
+            .await;
+        let o = sync(
+            &client_for(&busy.uri(), API_KEY, None),
+            &desired(SECRET),
+            &SyncedState::default(),
+        )
+        .await;
+        assert_failed(&o, reason::NOCOBASE_UNREACHABLE, true);
+    }
+}
+
+/// The real gateway answers `503 {"error":{"maintaining":true,"code":"APP_COMMANDING"}}`
+/// while the application reloads (after `app:refresh`, while starting): its own reason,
+/// transient, not "unreachable".
+#[tokio::test]
+async fn a_restarting_nocobase_is_its_own_transient_reason() {
     let busy = MockServer::start().await;
     Mock::given(path_regex("^/"))
         .respond_with(json_fixture(503, "error_app_commanding.json"))
@@ -411,12 +440,84 @@ async fn nocobase_unreachable_connection_refused_timeout_and_503() {
         &SyncedState::default(),
     )
     .await;
-    assert_failed(&o, reason::NOCOBASE_UNREACHABLE, true);
+    assert_failed(&o, reason::NOCOBASE_RESTARTING, true);
     assert!(
-        o.message.contains("HTTP 503 (APP_COMMANDING)"),
+        o.message.contains("restarting (APP_COMMANDING)"),
         "{}",
         o.message
     );
+    assert!(
+        !o.message.contains("load plugin"),
+        "NocoBase's text is not quoted"
+    );
+    for code in [
+        "APP_STARTING",
+        "APP_INITIALIZING",
+        "APP_PREPARING",
+        "COMMAND_END",
+    ] {
+        let s = MockServer::start().await;
+        Mock::given(path_regex("^/"))
+            .respond_with(json_body(
+                503,
+                &json!({"error": {"status": 503, "maintaining": true, "message": "", "code": code}}),
+            ))
+            .mount(&s)
+            .await;
+        let err = client_for(&s.uri(), API_KEY, None)
+            .list()
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, reason::NOCOBASE_RESTARTING, "{code}");
+    }
+}
+
+/// After its own `app:refresh`, a sync waits (polling) until NocoBase answers again, so
+/// the reconcile its own writes trigger finds NocoBase back.
+#[tokio::test]
+async fn a_sync_waits_for_nocobase_to_come_back_after_its_refresh() {
+    let emu = Emulator::start().await;
+    emu.nocobase.state.lock().unwrap().restart_after_refresh = 3;
+    let o = sync(&emu.client(), &desired(SECRET), &SyncedState::default()).await;
+    assert!(o.ok && o.refreshed, "{}", o.message);
+    assert!(!o.message.contains("still restarting"), "{}", o.message);
+    assert_eq!(emu.nocobase.state.lock().unwrap().restarting_for, 0);
+    // What the next reconcile does first: it gets an answer.
+    emu.client().list().await.unwrap();
+    let calls = emu.calls().await;
+    let after_refresh = calls
+        .iter()
+        .skip_while(|c| !c.ends_with("app:refresh"))
+        .skip(1)
+        .filter(|c| c.contains("environmentVariables:list"))
+        .count();
+    assert_eq!(
+        after_refresh, 5,
+        "3 answered 503, 1 ended the wait, 1 the next list: {calls:?}"
+    );
+
+    // Bounded: a NocoBase that stays in maintenance ends the wait, and the sync, which did
+    // its work, says so.
+    emu.nocobase.state.lock().unwrap().restart_after_refresh = 1_000;
+    let short = NocoBaseClient::new(
+        &emu.server.uri(),
+        SecretString::from(API_KEY),
+        None,
+        NocoBaseOptions {
+            restart_wait: Duration::from_millis(300),
+            ..fast()
+        },
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let rotated = sync(&short, &desired(ROTATED), &o.state).await;
+    assert!(rotated.ok, "{}", rotated.message);
+    assert!(
+        rotated.message.contains("still restarting"),
+        "{}",
+        rotated.message
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
@@ -527,7 +628,7 @@ async fn the_app_header_selects_the_application() {
     assert!(o.ok, "{}", o.message);
     assert!(o.message.contains("application crm"), "{}", o.message);
     let reqs = emu.server.received_requests().await.unwrap();
-    assert_eq!(reqs.len(), 6);
+    assert_eq!(reqs.len(), 7);
     assert!(reqs.iter().all(|r| r.headers["x-app"] == "crm"));
 
     let wrong = client_for(&emu.server.uri(), API_KEY, Some("nope"));
@@ -784,86 +885,4 @@ async fn no_secret_leaks_into_messages_debug_or_logs() {
     assert!(seen.contains("NocoBase answered"), "the log capture works");
     // NocoBase echoed the values in its create and update answers; none of that shows.
     assert_no_leak(&seen);
-}
-
-/// Opt-in, against a real NocoBase (see docs/nocobase.md, "End-to-end test"):
-/// `NOCOBASE_E2E_URL=http://127.0.0.1:13000 NOCOBASE_E2E_API_KEY=... cargo test --test
-/// nocobase -- --ignored`. Uses variable names of its own (`E2E_<pid>_...`) and deletes
-/// them at the end.
-#[tokio::test]
-#[ignore = "needs a running NocoBase: NOCOBASE_E2E_URL and NOCOBASE_E2E_API_KEY"]
-async fn end_to_end_against_a_real_nocobase() {
-    let (Ok(url), Ok(key)) = (
-        std::env::var("NOCOBASE_E2E_URL"),
-        std::env::var("NOCOBASE_E2E_API_KEY"),
-    ) else {
-        panic!("set NOCOBASE_E2E_URL and NOCOBASE_E2E_API_KEY");
-    };
-    let app = std::env::var("NOCOBASE_E2E_APP").ok();
-    let c = NocoBaseClient::new(
-        &url,
-        SecretString::from(key),
-        app,
-        NocoBaseOptions::default(),
-    )
-    .unwrap();
-    let prefix = format!("E2E_{}_", std::process::id());
-    let vars = |secret: &str| {
-        vec![
-            DesiredVar::new(
-                format!("{prefix}CLIENT_ID"),
-                VarKind::Default,
-                CLIENT_ID.into(),
-                UID,
-            ),
-            DesiredVar::new(
-                format!("{prefix}TENANT_ID"),
-                VarKind::Default,
-                TENANT_ID.into(),
-                UID,
-            ),
-            DesiredVar::new(
-                format!("{prefix}CLIENT_SECRET"),
-                VarKind::Secret,
-                SecretString::from(secret.to_owned()),
-                UID,
-            ),
-        ]
-    };
-    let first = sync(&c, &vars(SECRET), &SyncedState::default()).await;
-    assert!(first.ok, "{}", first.message);
-    assert_eq!(first.created.len(), 3);
-    // app:refresh restarts the application: wait until it answers again.
-    let mut listed = Err(None);
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        match c.list().await {
-            Ok(l) => {
-                listed = Ok(l);
-                break;
-            }
-            Err(e) => listed = Err(Some(e)),
-        }
-    }
-    let listed = listed.unwrap_or_else(|e| panic!("NocoBase did not come back: {e:?}"));
-    let secret = listed
-        .iter()
-        .find(|l| l.name == format!("{prefix}CLIENT_SECRET"))
-        .unwrap();
-    assert_eq!(secret.kind, VarKind::Secret);
-
-    let same = sync(&c, &vars(SECRET), &first.state).await;
-    assert!(same.ok && same.writes == 0, "{}", same.message);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rotated = sync(&c, &vars(ROTATED), &same.state).await;
-    assert!(rotated.ok, "{}", rotated.message);
-    assert_eq!(rotated.updated, [format!("{prefix}CLIENT_SECRET")]);
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if c.list().await.is_ok() {
-            break;
-        }
-    }
-    let done = cleanup(&c, &rotated.state, true).await.unwrap();
-    assert_eq!(done.deleted.len(), 3);
 }

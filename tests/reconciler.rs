@@ -753,18 +753,9 @@ async fn metrics_health_endpoints_and_no_secret_in_logs_or_metrics() {
 
 #[tokio::test]
 async fn nocobase_variables_follow_validated_credentials_only() {
-    use common::nocobase_emu::{API_KEY as NOCOBASE_KEY, NocoBase};
-    let nocobase = NocoBase {
-        state: Arc::default(),
-        app: None,
-        plugin_enabled: true,
-    };
-    let server = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::path_regex("^/"))
-        .respond_with(nocobase.clone())
-        .mount(&server)
-        .await;
-    let h = harness_allowing(&[&server.uri()]).await;
+    use common::nocobase_emu::API_KEY as NOCOBASE_KEY;
+    let h = harness_allowing(&["127.0.0.1"]).await;
+    let (_server, nocobase) = synced_to_nocobase(&h, true).await;
     let state = Arc::clone(&nocobase.state);
     let var = move |n: &str| {
         state
@@ -778,16 +769,6 @@ async fn nocobase_variables_follow_validated_credentials_only() {
         let state = Arc::clone(&nocobase.state);
         move || state.lock().unwrap().refreshes
     };
-
-    h.secret("entra", GOOD);
-    h.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nocobase-api-key", "namespace": NS},
-        "stringData": {"api-key": format!("{NOCOBASE_KEY}\n")}}));
-    h.integration("outlook", "entra", json!([]));
-    let mut m = h.mmi("outlook").unwrap();
-    m["spec"]["nocobase"] = json!({"url": server.uri(), "apiKeySecretRef": {"name": "nocobase-api-key"}, "deleteOnCleanup": true});
-    h.api.update(m);
-    h.settle("outlook").await;
-    assert_eq!(h.condition("outlook", "NocoBaseSynced").1, "Synced");
     assert_eq!(h.condition("outlook", "Ready").0, "True");
     assert_eq!(
         var("MICROSOFT_CLIENT_ID"),
@@ -1237,4 +1218,256 @@ async fn a_second_integration_on_another_container_gets_env_conflict_too() {
             "MICROSOFT_TENANT_ID"
         ]
     );
+
+/// A NocoBase emulator and an integration `outlook` synced into it.
+async fn synced_to_nocobase(
+    h: &Harness,
+    delete_on_cleanup: bool,
+) -> (wiremock::MockServer, common::nocobase_emu::NocoBase) {
+    use common::nocobase_emu::{API_KEY as NOCOBASE_KEY, NocoBase};
+    let nocobase = NocoBase {
+        state: Arc::default(),
+        app: None,
+        plugin_enabled: true,
+    };
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path_regex("^/"))
+        .respond_with(nocobase.clone())
+        .mount(&server)
+        .await;
+    h.secret("entra", GOOD);
+    h.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nocobase-api-key", "namespace": NS},
+        "stringData": {"api-key": format!("{NOCOBASE_KEY}\n")}}));
+    h.integration("outlook", "entra", json!([]));
+    let mut m = h.mmi("outlook").unwrap();
+    m["spec"]["nocobase"] = json!({"url": server.uri(), "apiKeySecretRef": {"name": "nocobase-api-key"},
+        "deleteOnCleanup": delete_on_cleanup});
+    h.api.update(m);
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "NocoBaseSynced").1, "Synced");
+    (server, nocobase)
+}
+
+fn requeue(secs: u64) -> String {
+    format!(
+        "{:?}",
+        kube::runtime::controller::Action::requeue(Duration::from_secs(secs))
+    )
+}
+
+fn set_nocobase_key(h: &Harness, key: &str) {
+    use base64::Engine;
+    let mut k = h.api.get("v1", "Secret", NS, "nocobase-api-key").unwrap();
+    k["data"]["api-key"] = json!(base64::engine::general_purpose::STANDARD.encode(key));
+    h.api.update(k);
+}
+
+/// Issue 10, items 2 and 3: NocoBase answering 503 APP_COMMANDING (after the operator's own
+/// app:refresh, or any restart) never turns NocoBaseSynced or Ready False, is asked again
+/// within seconds, and a wrong API key ends as ApiKeyRejected once NocoBase answers.
+#[tokio::test]
+async fn a_restarting_nocobase_never_turns_conditions_false() {
+    let h = harness_allowing(&["127.0.0.1"]).await;
+    let (_server, nocobase) = synced_to_nocobase(&h, false).await;
+    let warnings = |h: &Harness| h.events().iter().filter(|e| e.0 == "Warning").count();
+    let before = warnings(&h);
+
+    nocobase.state.lock().unwrap().restarting_for = 1;
+    let action = h.reconcile("outlook").await.unwrap();
+    let (status, reason, message) = h.condition("outlook", "NocoBaseSynced");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "NocoBaseRestarting")
+    );
+    assert!(message.contains("restarting"), "{message}");
+    assert_eq!(h.condition("outlook", "Ready").0, "True");
+    assert_eq!(
+        format!("{action:?}"),
+        requeue(5),
+        "asked again within seconds"
+    );
+    assert_eq!(warnings(&h), before, "no Warning for a restart");
+    h.reconcile("outlook").await;
+    assert_eq!(h.condition("outlook", "NocoBaseSynced").1, "Synced");
+
+    // A rotation: the operator's own refresh makes NocoBase reload; the reconcile that its
+    // own write triggers right after finds NocoBase back.
+    nocobase.state.lock().unwrap().restart_after_refresh = 3;
+    h.rotate("entra", GOOD2);
+    h.reconcile("outlook").await;
+    h.reconcile("outlook").await;
+    assert_eq!(h.condition("outlook", "NocoBaseSynced").1, "Synced");
+    assert_eq!(h.condition("outlook", "Ready").0, "True");
+
+    // A wrong API key while NocoBase restarts: not "unreachable", and ApiKeyRejected as
+    // soon as NocoBase answers (a few seconds later).
+    set_nocobase_key(&h, "wrong-key");
+    nocobase.state.lock().unwrap().restarting_for = 1;
+    let action = h.reconcile("outlook").await.unwrap();
+    assert_eq!(format!("{action:?}"), requeue(5));
+    assert_ne!(
+        h.condition("outlook", "NocoBaseSynced").1,
+        "NocoBaseUnreachable"
+    );
+    h.reconcile("outlook").await;
+    assert_eq!(h.condition("outlook", "NocoBaseSynced").1, "ApiKeyRejected");
+    // While False, a restart keeps the reason that names the problem.
+    nocobase.state.lock().unwrap().restarting_for = 1;
+    h.reconcile("outlook").await;
+    let (status, reason, message) = h.condition("outlook", "NocoBaseSynced");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ApiKeyRejected")
+    );
+    assert!(message.contains("restarting"), "{message}");
+    let rejected = h
+        .events()
+        .iter()
+        .filter(|e| e.1 == "ApiKeyRejected")
+        .count();
+    assert_eq!(rejected, 1, "one Warning, no flapping: {:?}", h.events());
+}
+
+/// Issue 10, item 7: the user's Secret deleted after a sync: NocoBaseSynced says what
+/// NocoBase still holds, by name and hint only.
+#[tokio::test]
+async fn a_deleted_user_secret_says_what_nocobase_still_holds() {
+    let h = harness_allowing(&["127.0.0.1"]).await;
+    let (_server, _nocobase) = synced_to_nocobase(&h, false).await;
+    h.api.delete("v1", "Secret", NS, "entra");
+    h.reconcile("outlook").await;
+    let (status, _, message) = h.condition("outlook", "NocoBaseSynced");
+    assert_eq!(status, "True", "{message}");
+    assert!(!message.contains("Nothing is written"), "{message}");
+    assert!(message.contains("SecretNotFound"), "{message}");
+    assert!(message.contains("still holds"), "{message}");
+    assert!(
+        message.contains("MICROSOFT_CLIENT_SECRET (starts with Gq7)"),
+        "{message}"
+    );
+    assert_no_secret(&message, &[GOOD]);
+    assert_no_secret(&h.mmi("outlook").unwrap().to_string(), &[GOOD]);
+}
+
+/// Issue 10, item 6: NocoBase's latency has its own series.
+#[tokio::test]
+async fn nocobase_latency_has_its_own_metric() {
+    let h = harness_allowing(&["127.0.0.1"]).await;
+    let (_server, _nocobase) = synced_to_nocobase(&h, false).await;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &h.ctx.metrics.registry).unwrap();
+    assert!(
+        text.contains(r#"nocobase_mail_nocobase_request_duration_seconds_count{operation="environmentVariables:list",status="200"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"nocobase_mail_nocobase_request_duration_seconds_count{operation="app:refresh",status="200"} 1"#));
+    let microsoft: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("nocobase_mail_microsoft_request_duration_seconds"))
+        .collect();
+    assert!(
+        microsoft
+            .iter()
+            .all(|l| !l.contains("environmentVariables") && !l.contains("app:refresh")),
+        "{microsoft:?}"
+    );
+}
+
+async fn delete_outlook(h: &Harness) {
+    let api: Api<MicrosoftMailIntegration> = Api::namespaced(h.api.client(), NS);
+    api.delete("outlook", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// Issue 10, item 1: a deletion right after a sync, while NocoBase restarts, waits for it
+/// (Warning Event, start of the wait in status) and then deletes the variables.
+#[tokio::test]
+async fn deletion_waits_for_a_restarting_nocobase_then_deletes() {
+    let h = harness_allowing(&["127.0.0.1"]).await;
+    let (_server, nocobase) = synced_to_nocobase(&h, true).await;
+    let vars = || nocobase.state.lock().unwrap().vars.len();
+    assert_eq!(vars(), 3);
+    nocobase.state.lock().unwrap().restarting_for = 1_000;
+    delete_outlook(&h).await;
+    let action = h.reconcile("outlook").await.unwrap();
+    assert_eq!(format!("{action:?}"), requeue(2));
+    let m = h
+        .mmi("outlook")
+        .expect("the finalizer holds the integration");
+    assert_eq!(
+        m["status"]["nocobase"]["cleanupWaitingSince"],
+        "2027-01-01T00:00:00Z"
+    );
+    assert!(
+        h.events()
+            .contains(&("Warning".into(), "NocoBaseCleanupWaiting".into()))
+    );
+    // The operator restarts (nothing in memory); time passes; still restarting.
+    h.advance(60);
+    let action = h.reconcile("outlook").await.unwrap();
+    assert_eq!(format!("{action:?}"), requeue(30), "pauses grow");
+    assert!(h.mmi("outlook").is_some());
+    let waiting = h
+        .events()
+        .iter()
+        .filter(|e| e.1 == "NocoBaseCleanupWaiting")
+        .count();
+    assert_eq!(waiting, 1, "announced once");
+    // NocoBase is back: variables deleted, finalizer gone.
+    nocobase.state.lock().unwrap().restarting_for = 0;
+    h.settle("outlook").await;
+    assert!(h.mmi("outlook").is_none());
+    assert_eq!(vars(), 0);
+    assert!(!h.events().iter().any(|e| e.1 == "NocoBaseCleanupFailed"));
+}
+
+/// Issue 10, item 1: the wait is bounded by spec.nocobase.cleanupTimeout, counted from the
+/// start recorded in status; then a Warning names what stays behind.
+#[tokio::test]
+async fn deletion_gives_up_after_the_cleanup_timeout() {
+    let h = harness_allowing(&["127.0.0.1"]).await;
+    let (_server, nocobase) = synced_to_nocobase(&h, true).await;
+    let mut m = h.mmi("outlook").unwrap();
+    m["spec"]["nocobase"]["cleanupTimeout"] = json!("3m");
+    h.api.update(m);
+    h.settle("outlook").await;
+    nocobase.state.lock().unwrap().restarting_for = 1_000;
+    delete_outlook(&h).await;
+    h.reconcile("outlook").await;
+    h.advance(179);
+    h.reconcile("outlook").await;
+    assert!(h.mmi("outlook").is_some(), "still within 3m");
+    h.advance(1);
+    h.reconcile("outlook").await;
+    assert!(h.mmi("outlook").is_none(), "gave up after 3m");
+    assert_eq!(nocobase.state.lock().unwrap().vars.len(), 3);
+    let failed = h
+        .api
+        .list("events.k8s.io/v1", "Event", NS)
+        .into_iter()
+        .find(|e| e["reason"] == "NocoBaseCleanupFailed")
+        .expect("a Warning when giving up");
+    let note = failed["note"].as_str().unwrap();
+    assert!(
+        note.contains("3m") && note.contains("MICROSOFT_CLIENT_SECRET"),
+        "{note}"
+    );
+}
+
+/// Issue 10, item 1: answers that can never succeed give up at once, with a Warning.
+#[tokio::test]
+async fn deletion_gives_up_at_once_on_a_rejected_key() {
+    let h = harness_allowing(&["127.0.0.1"]).await;
+    let (_server, nocobase) = synced_to_nocobase(&h, true).await;
+    set_nocobase_key(&h, "wrong-key");
+    delete_outlook(&h).await;
+    h.settle("outlook").await;
+    assert!(h.mmi("outlook").is_none());
+    assert_eq!(nocobase.state.lock().unwrap().vars.len(), 3);
+    assert!(
+        h.events()
+            .contains(&("Warning".into(), "NocoBaseCleanupFailed".into()))
+    );
+    assert!(!h.events().iter().any(|e| e.1 == "NocoBaseCleanupWaiting"));
 }

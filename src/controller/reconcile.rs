@@ -4,6 +4,8 @@
 //! due, keeps the managed Secret and the target Deployments in line with the last
 //! configuration Microsoft accepted, and writes status and Events only when they change.
 
+pub mod nocobase;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -23,16 +25,15 @@ use super::backoff::ErrorBackoff;
 use super::validations::ValidationCache;
 use crate::allow::Endpoint;
 use crate::api::{
-    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
+    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, Rollout,
 };
 use crate::decide::{
-    ConditionStatus, CredentialCheck, Delivery, EventSpec, InjectionReport, Inputs, NocoBaseReport,
-    acceptance, decide, delivery, event_note, fold_attempt, interval, validation_due,
+    ConditionStatus, CredentialCheck, Delivery, EventSpec, InjectionReport, Inputs, acceptance,
+    decide, delivery, event_note, fold_attempt, interval, validation_due,
 };
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
 use crate::input::{self, Credentials};
 use crate::microsoft::Verdict;
-use crate::nocobase::{self, DesiredVar, NocoBaseClient, NocoBaseOptions, SyncedState, VarKind};
 use crate::telemetry::Metrics;
 
 /// Removes the operator's env entries and annotation from Deployments before the
@@ -76,6 +77,17 @@ pub async fn reconcile(
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let api: Api<MicrosoftMailIntegration> = Api::namespaced(ctx.client.clone(), &ns);
+    // Deleting: NocoBase's variables first, which may take a while (NocoBase restarting);
+    // the finalizer stays until that is done or given up.
+    let waiting = nocobase::cleanup_nocobase(&mmi, &ctx)
+        .instrument(span.clone())
+        .await;
+    if let Some(result) = waiting.transpose() {
+        ctx.metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        return result;
+    }
     let result = finalizer(&api, FINALIZER, mmi, |event| async {
         match event {
             Finalizer::Apply(m) => apply(&m, &ctx).await,
@@ -171,9 +183,9 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
     });
     let injection = inject_targets(mmi, ctx, &previous, &check, creds.as_ref(), gate).await?;
     let nocobase = match &mmi.spec.nocobase {
-        Some(nb) => {
-            Some(sync_nocobase(mmi, nb, ctx, &previous, &check, creds.as_ref(), gate).await?)
-        }
+        Some(nb) => Some(
+            nocobase::sync_nocobase(mmi, nb, ctx, &previous, &check, creds.as_ref(), gate).await?,
+        ),
         None => None,
     };
     let d = decide(&Inputs {
@@ -204,11 +216,9 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
     publish_events(mmi, ctx, &d.events).await;
     ctx.metrics.set_integration(&ns, &name, &d.status);
     // a NocoBase that is down or restarting is asked again soon, not at the next validation
-    let nocobase_retry = nocobase.as_ref().is_some_and(|nb| nb.retry_soon);
-    let requeue = if nocobase_retry {
-        d.requeue_after.min(Duration::from_secs(30))
-    } else {
-        d.requeue_after
+    let requeue = match nocobase.as_ref().and_then(|nb| nb.retry_after) {
+        Some(soon) => d.requeue_after.min(soon),
+        None => d.requeue_after,
     };
     Ok(Action::requeue(requeue))
 }
@@ -440,179 +450,6 @@ async fn inject_deployments(
     })
 }
 
-/// Reads the NocoBase API key from its Secret.
-async fn nocobase_client(
-    mmi: &MicrosoftMailIntegration,
-    nb: &NocoBaseSync,
-    ctx: &Context,
-) -> Result<Result<NocoBaseClient, (String, String)>, Error> {
-    let ns = mmi.namespace().unwrap_or_default();
-    let r = &nb.api_key_secret_ref;
-    // Checked before the API key is even read: no request to a URL outside the list.
-    if let Err(p) = ctx.allow.check(Endpoint::NocoBase, &nb.url) {
-        return Ok(Err((p.reason.into(), p.message)));
-    }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(secret) = secrets.get_opt(&r.name).await? else {
-        return Ok(Err((
-            "ApiKeySecretNotFound".into(),
-            format!(
-                "Secret {ns}/{} with the NocoBase API key does not exist.",
-                r.name
-            ),
-        )));
-    };
-    let Some(key) = secret.data.unwrap_or_default().remove(&r.key) else {
-        return Ok(Err((
-            "ApiKeySecretKeyNotFound".into(),
-            format!(
-                "Secret {ns}/{} has no key {} for the NocoBase API key.",
-                r.name, r.key
-            ),
-        )));
-    };
-    let Ok(key) = String::from_utf8(key.0) else {
-        return Ok(Err((
-            "ApiKeyRejected".into(),
-            format!(
-                "The NocoBase API key in Secret {ns}/{} is not text.",
-                r.name
-            ),
-        )));
-    };
-    let opts = NocoBaseOptions {
-        observer: Some(ctx.metrics.request_observer()),
-        http: Some(ctx.http.clone()),
-        ..Default::default()
-    };
-    Ok(
-        NocoBaseClient::new(&nb.url, SecretString::from(key), nb.app.clone(), opts)
-            .map_err(|e| ("InvalidNocoBaseSettings".into(), e)),
-    )
-}
-
-/// Writes the validated configuration into NocoBase's Variables and secrets. Only
-/// credentials Microsoft accepted (or, opted in, not judged yet) are ever written.
-async fn sync_nocobase(
-    mmi: &MicrosoftMailIntegration,
-    nb: &NocoBaseSync,
-    ctx: &Context,
-    previous: &MicrosoftMailIntegrationStatus,
-    check: &CredentialCheck,
-    creds: Option<&Credentials>,
-    gate: Delivery,
-) -> Result<NocoBaseReport, Error> {
-    let state = previous.nocobase.clone().unwrap_or_default();
-    let report = |status: ConditionStatus,
-                  reason: &str,
-                  message: String,
-                  state: SyncedState,
-                  writes: usize| {
-        NocoBaseReport {
-            status,
-            reason: reason.into(),
-            message,
-            state,
-            writes,
-            retry_soon: false,
-        }
-    };
-    let (CredentialCheck::Ready { .. }, Some(c)) = (check, creds) else {
-        return Ok(report(
-            ConditionStatus::Unknown,
-            "AwaitingValidCredentials",
-            "Nothing is written to NocoBase until Microsoft accepts the credentials.".into(),
-            state,
-            0,
-        ));
-    };
-    if gate == Delivery::Withheld {
-        let message = if state.variables.is_empty() {
-            "Nothing is written to NocoBase until Microsoft accepts the credentials.".to_owned()
-        } else {
-            "The credentials now in the Secret are not confirmed by Microsoft; NocoBase keeps the previously validated ones.".to_owned()
-        };
-        let status = if state.variables.is_empty() {
-            ConditionStatus::Unknown
-        } else {
-            ConditionStatus::True
-        };
-        return Ok(report(
-            status,
-            "AwaitingValidCredentials",
-            message,
-            state,
-            0,
-        ));
-    }
-    let client = match nocobase_client(mmi, nb, ctx).await? {
-        Ok(c) => c,
-        Err((reason, message)) => {
-            return Ok(report(ConditionStatus::False, &reason, message, state, 0));
-        }
-    };
-    let key = mmi.uid().unwrap_or_default();
-    let v = &nb.variables;
-    let desired = [
-        DesiredVar::new(
-            v.client_id.clone(),
-            VarKind::Default,
-            SecretString::from(c.client_id.clone()),
-            key.as_bytes(),
-        ),
-        DesiredVar::new(
-            v.tenant_id.clone(),
-            VarKind::Default,
-            SecretString::from(c.tenant_id.clone()),
-            key.as_bytes(),
-        ),
-        DesiredVar::new(
-            v.client_secret.clone(),
-            VarKind::Secret,
-            c.client_secret.clone(),
-            key.as_bytes(),
-        ),
-    ];
-    let out = nocobase::sync(&client, &desired, &state).await;
-    if out.ok {
-        if out.writes > 0 {
-            info!(
-                writes = out.writes,
-                refreshed = out.refreshed,
-                "NocoBase variables updated"
-            );
-        }
-        let names = [
-            v.client_id.as_str(),
-            v.tenant_id.as_str(),
-            v.client_secret.as_str(),
-        ]
-        .join(", ");
-        Ok(report(
-            ConditionStatus::True,
-            "Synced",
-            format!(
-                "NocoBase holds the validated configuration in the variables {names} ({}).",
-                nb.url
-            ),
-            out.state,
-            out.writes,
-        ))
-    } else {
-        warn!(reason = out.reason, "NocoBase sync failed");
-        Ok(NocoBaseReport {
-            retry_soon: out.transient,
-            ..report(
-                ConditionStatus::False,
-                out.reason.unwrap_or("UnexpectedResponse"),
-                out.message,
-                out.state,
-                out.writes,
-            )
-        })
-    }
-}
-
 /// Gives back what the operator owns in a Deployment that was there when listed. An apply
 /// to a missing object is a create (refused: 422 for a Deployment without a spec, 403 in a
 /// terminating namespace), so a failure is checked with a fresh read: a Deployment deleted
@@ -643,7 +480,8 @@ async fn release(deployments: &Api<Deployment>, name: &str) -> Result<(), Error>
 }
 
 /// On deletion: give back every Deployment field the operator owns. The managed Secret is
-/// garbage-collected with its owner; the user's Secret is never touched.
+/// garbage-collected with its owner; the user's Secret is never touched. NocoBase's
+/// variables were deleted before ([`nocobase::cleanup_nocobase`]), when opted in.
 async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
@@ -658,27 +496,6 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
     let names = inject::holding(&before, &mmi.spec.targets, &all);
     for n in &names {
         release(&deployments, n).await?;
-    }
-    if let (Some(nb), Some(state)) = (
-        &mmi.spec.nocobase,
-        mmi.status.as_ref().and_then(|s| s.nocobase.as_ref()),
-    ) && nb.delete_on_cleanup
-    {
-        match nocobase_client(mmi, nb, ctx).await? {
-            Ok(client) => match nocobase::cleanup(&client, state, true).await {
-                Ok(done) => {
-                    info!(deleted = ?done.deleted, "deleted the operator's NocoBase variables")
-                }
-                // NocoBase gone for good must not hold the integration forever: say so and go on
-                Err(e) => {
-                    warn!(reason = e.reason, error = %e.message, "could not delete the operator's NocoBase variables; delete them by hand")
-                }
-            },
-            Err((reason, message)) => warn!(
-                reason,
-                message, "could not delete the operator's NocoBase variables; delete them by hand"
-            ),
-        }
     }
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");

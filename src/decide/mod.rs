@@ -103,8 +103,8 @@ pub struct NocoBaseReport {
     pub state: crate::nocobase::SyncedState,
     /// Variables written this round (a Normal Event says so).
     pub writes: usize,
-    /// A transient failure (NocoBase down or restarting): ask again soon.
-    pub retry_soon: bool,
+    /// A transient failure (NocoBase down or restarting): ask again within this time.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -99,7 +99,10 @@ impl SyncError {
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
         let transient = matches!(
             reason,
-            reason::NOCOBASE_UNREACHABLE | reason::UNEXPECTED_RESPONSE | reason::VARIABLE_EXISTS
+            reason::NOCOBASE_UNREACHABLE
+                | reason::NOCOBASE_RESTARTING
+                | reason::UNEXPECTED_RESPONSE
+                | reason::VARIABLE_EXISTS
         );
         Self {
             reason,
@@ -123,6 +126,10 @@ pub struct NocoBaseOptions {
     pub observer: Option<RequestObserver>,
     /// A client built once and shared (the controller's); `None`: built from the above.
     pub http: Option<reqwest::Client>,
+    /// How long [`NocoBaseClient::wait_until_back`] waits, after the operator's own
+    /// `app:refresh`, for NocoBase to answer again (about 1 s idle; 15 to 20 s seen on a busy
+    /// 2-core machine).
+    pub restart_wait: Duration,
 }
 
 impl Default for NocoBaseOptions {
@@ -133,6 +140,7 @@ impl Default for NocoBaseOptions {
             ca_bundle_pem: None,
             observer: None,
             http: None,
+            restart_wait: Duration::from_secs(45),
         }
     }
 }
@@ -182,6 +190,7 @@ pub struct NocoBaseClient {
     app: Option<String>,
     observer: Option<RequestObserver>,
     request_timeout: Duration,
+    restart_wait: Duration,
 }
 
 impl fmt::Debug for NocoBaseClient {
@@ -253,7 +262,23 @@ struct GatewayBody {
 struct GatewayError {
     #[serde(default)]
     code: Option<String>,
+    /// `true` while the application loads, restarts or runs a command (`app:refresh`).
+    #[serde(default)]
+    maintaining: Option<bool>,
 }
+
+/// Gateway codes (`@nocobase/server` `lib/gateway/errors.js`, all 503 with `maintaining`)
+/// of an application that comes back by itself: running a command such as `refresh`,
+/// preparing, starting, initialising, or just done with a command. Not among them:
+/// `APP_STOPPED`, `APP_ERROR`, `COMMAND_ERROR`, `APP_INITIALIZED` (waits for an install),
+/// which need somebody to act.
+const COMING_BACK: &[&str] = &[
+    "APP_COMMANDING",
+    "APP_PREPARING",
+    "APP_STARTING",
+    "APP_INITIALIZING",
+    "COMMAND_END",
+];
 
 impl NocoBaseClient {
     /// `base_url` is NocoBase's root (`http://nocobase.nocobase.svc:13000`, or with a path
@@ -303,6 +328,7 @@ impl NocoBaseClient {
             app,
             observer: opts.observer,
             request_timeout: opts.request_timeout,
+            restart_wait: opts.restart_wait,
         })
     }
 
@@ -447,6 +473,28 @@ impl NocoBaseClient {
         Ok(())
     }
 
+    /// After the operator's own `app:refresh`: lists the variables until NocoBase stops
+    /// answering [`reason::NOCOBASE_RESTARTING`], polling with a small growing pause, for at
+    /// most `restart_wait`. So the reconcile that the operator's own writes trigger finds
+    /// NocoBase back instead of reporting it down. Any other answer ends the wait at once.
+    pub async fn wait_until_back(&self) -> Result<Vec<Listed>, SyncError> {
+        let deadline = Instant::now() + self.restart_wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.list().await {
+                Err(e) if e.reason == reason::NOCOBASE_RESTARTING => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn observe(&self, op: Op, status: u16, took: Duration) {
         if let Some(o) = &self.observer {
             o(op.action(), status, took);
@@ -531,10 +579,11 @@ impl NocoBaseClient {
         let errors = serde_json::from_slice::<ErrorsBody>(body)
             .map(|b| b.errors)
             .unwrap_or_default();
-        let gateway_code = serde_json::from_slice::<GatewayBody>(body)
-            .ok()
-            .and_then(|b| b.error.code)
-            .filter(|c| is_code(c));
+        let gateway = serde_json::from_slice::<GatewayBody>(body).ok();
+        let maintaining = gateway
+            .as_ref()
+            .is_some_and(|b| b.error.maintaining == Some(true));
+        let gateway_code = gateway.and_then(|b| b.error.code).filter(|c| is_code(c));
         let code = errors
             .iter()
             .filter_map(|e| e.code.as_deref())
@@ -575,50 +624,15 @@ impl NocoBaseClient {
                 ),
             ),
             400 if op == Op::Create || op == Op::Update => {
-                let has = |needle: &str| {
-                    errors.iter().any(|e| {
-                        e.message
-                            .as_deref()
-                            .is_some_and(|m| m.to_ascii_lowercase().contains(needle))
-                    })
-                };
-                let names = names.join(", ");
-                if has("already exists") || has("must be unique") || has("unique") {
-                    SyncError::new(
-                        reason::VARIABLE_EXISTS,
-                        format!(
-                            "NocoBase at {base} already has a variable named {names}: it was created after the operator listed the variables. The next sync will take it into account"
-                        ),
-                    )
-                } else if has("validation error") {
-                    SyncError::new(
-                        reason::INVALID_VARIABLE_NAME,
-                        format!(
-                            "NocoBase at {base} refused the variable name {names}: a name starts with a letter and holds only letters, digits and underscores. Correct spec.nocobase.variables"
-                        ),
-                    )
-                } else {
-                    SyncError::new(
-                        reason::UNEXPECTED_RESPONSE,
-                        format!(
-                            "NocoBase at {base} refused {action} for {names} with HTTP 400 for a reason the operator does not recognise{code_note}; the NocoBase server log has the details"
-                        ),
-                    )
-                }
+                self.bad_request(action, &errors, names, &code_note)
             }
             429 | 500..=599 => {
-                let what = match status {
-                    429 => "asked to slow down",
-                    503 => "is starting, restarting or under maintenance",
-                    502 | 504 => "is not reachable behind its proxy",
-                    _ => "failed",
-                };
-                SyncError::new(
-                    reason::NOCOBASE_UNREACHABLE,
-                    format!(
-                        "NocoBase at {base} answered {action} with HTTP {status}{code_note}: it {what}. The operator will try again; if this lasts, check the NocoBase pods and their logs"
-                    ),
-                )
+                let restarting = status == 503
+                    && maintaining
+                    && gateway_code
+                        .as_deref()
+                        .is_none_or(|c| COMING_BACK.contains(&c));
+                self.unavailable(action, status, &code_note, restarting)
             }
             300..=399 => SyncError::new(
                 reason::UNEXPECTED_RESPONSE,
@@ -633,6 +647,80 @@ impl NocoBaseClient {
                 ),
             ),
         }
+    }
+
+    /// HTTP 400 to a create or update: a duplicate name, a name NocoBase refuses, or
+    /// something else (its messages are matched, never repeated).
+    fn bad_request(
+        &self,
+        action: &str,
+        errors: &[ErrorItem],
+        names: &[&str],
+        code_note: &str,
+    ) -> SyncError {
+        let base = &self.shown;
+        let has = |needle: &str| {
+            errors.iter().any(|e| {
+                e.message
+                    .as_deref()
+                    .is_some_and(|m| m.to_ascii_lowercase().contains(needle))
+            })
+        };
+        let names = names.join(", ");
+        if has("already exists") || has("must be unique") || has("unique") {
+            SyncError::new(
+                reason::VARIABLE_EXISTS,
+                format!(
+                    "NocoBase at {base} already has a variable named {names}: it was created after the operator listed the variables. The next sync will take it into account"
+                ),
+            )
+        } else if has("validation error") {
+            SyncError::new(
+                reason::INVALID_VARIABLE_NAME,
+                format!(
+                    "NocoBase at {base} refused the variable name {names}: a name starts with a letter and holds only letters, digits and underscores. Correct spec.nocobase.variables"
+                ),
+            )
+        } else {
+            SyncError::new(
+                reason::UNEXPECTED_RESPONSE,
+                format!(
+                    "NocoBase at {base} refused {action} for {names} with HTTP 400 for a reason the operator does not recognise{code_note}; the NocoBase server log has the details"
+                ),
+            )
+        }
+    }
+
+    /// HTTP 429 or 5xx: restarting (it comes back by itself within seconds), or down,
+    /// overloaded or failing.
+    fn unavailable(
+        &self,
+        action: &str,
+        status: u16,
+        code_note: &str,
+        restarting: bool,
+    ) -> SyncError {
+        let base = &self.shown;
+        if restarting {
+            return SyncError::new(
+                reason::NOCOBASE_RESTARTING,
+                format!(
+                    "NocoBase at {base} is restarting{code_note}: it answered {action} with HTTP 503 while it reloads its plugins (after app:refresh or a start). The operator asks again within seconds"
+                ),
+            );
+        }
+        let what = match status {
+            429 => "asked to slow down",
+            503 => "is starting, restarting or under maintenance",
+            502 | 504 => "is not reachable behind its proxy",
+            _ => "failed",
+        };
+        SyncError::new(
+            reason::NOCOBASE_UNREACHABLE,
+            format!(
+                "NocoBase at {base} answered {action} with HTTP {status}{code_note}: it {what}. The operator will try again; if this lasts, check the NocoBase pods and their logs"
+            ),
+        )
     }
 
     /// A 2xx answer whose body is not what NocoBase sends.

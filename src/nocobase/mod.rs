@@ -12,8 +12,9 @@ pub mod sync;
 
 pub use client::{Listed, NocoBaseClient, NocoBaseOptions, SyncError, VarKind, VarWrite};
 pub use sync::{
-    CleanupOutcome, Conflict, Desired, DesiredVar, Plan, Step, StepAction, SyncOutcome,
-    SyncedState, SyncedVariable, cleanup, cleanup_plan, plan, sync, value_fingerprint,
+    CleanupOutcome, CleanupWait, Conflict, Desired, DesiredVar, Plan, Step, StepAction,
+    SyncOutcome, SyncedState, SyncedVariable, cleanup, cleanup_plan, cleanup_wait, plan, sync,
+    value_fingerprint,
 };
 
 /// Machine-readable reasons of a failed sync (status conditions, Events, metrics).
@@ -21,6 +22,11 @@ pub mod reason {
     /// No HTTP answer (DNS, connection refused, TLS, timeout) or HTTP 5xx/429: NocoBase is
     /// down, starting or restarting. Transient.
     pub const NOCOBASE_UNREACHABLE: &str = "NocoBaseUnreachable";
+    /// HTTP 503 with `maintaining: true` (code `APP_COMMANDING`, `APP_STARTING` or
+    /// `APP_INITIALIZING`): NocoBase is reloading its plugins after `app:refresh` or while it
+    /// starts, for one to several seconds. Transient, retried within seconds, and never a
+    /// reason to turn a condition False.
+    pub const NOCOBASE_RESTARTING: &str = "NocoBaseRestarting";
     /// HTTP 401 (key wrong, expired, revoked) or 403 (the key's role may not manage
     /// variables or refresh the app).
     pub const API_KEY_REJECTED: &str = "ApiKeyRejected";
@@ -47,6 +53,7 @@ pub mod reason {
     /// Every reason, for documentation and tests.
     pub const ALL: &[&str] = &[
         NOCOBASE_UNREACHABLE,
+        NOCOBASE_RESTARTING,
         API_KEY_REJECTED,
         PLUGIN_MISSING,
         APP_NOT_FOUND,

@@ -68,6 +68,11 @@ impl DesiredVar {
         }
     }
 
+    /// The value's first three characters ([`crate::input::secret_hint`]).
+    pub fn hint(&self) -> String {
+        crate::input::secret_hint(&self.value)
+    }
+
     fn write(&self) -> VarWrite {
         VarWrite {
             name: self.name.clone(),
@@ -107,6 +112,11 @@ pub struct SyncedState {
     /// nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refresh_pending: bool,
+    /// Deletion of the integration: when the operator started waiting for NocoBase to
+    /// delete the variables (RFC 3339), so that `spec.nocobase.cleanupTimeout` counts from
+    /// there also across operator restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_waiting_since: Option<String>,
 }
 
 /// What the operator last wrote into one variable.
@@ -118,6 +128,10 @@ pub struct SyncedVariable {
     /// NocoBase's `updatedAt` of the variable as read back after the write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// The value's first three characters (what Microsoft itself shows of a secret): says
+    /// which value NocoBase holds when the credentials can no longer be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// A write of the plan.
@@ -277,8 +291,9 @@ impl SyncOutcome {
 }
 
 /// Lists, plans, writes (one request per variable, so ownership is exact), reads back
-/// names and types, then calls `app:refresh` once. The read-back comes before the refresh
-/// because NocoBase answers HTTP 503 while it restarts the application.
+/// names and types, then calls `app:refresh` once and waits for NocoBase to come back.
+/// The read-back comes before the refresh because NocoBase answers HTTP 503 while it
+/// restarts the application.
 pub async fn sync(
     client: &NocoBaseClient,
     desired: &[DesiredVar],
@@ -303,125 +318,194 @@ pub async fn sync(
     };
     let p = plan(&wanted, &listed, previous);
     if !p.conflicts.is_empty() {
-        let list: Vec<String> = p
-            .conflicts
-            .iter()
-            .map(|c| format!("{} is of type {} (wanted {})", c.name, c.found, c.wanted))
-            .collect();
-        return keep(SyncError::new(
-            reason::VARIABLE_TYPE_CONFLICT,
-            format!(
-                "in NocoBase at {}, {}. The operator never changes a variable's type, so nothing was written. Delete the variable in NocoBase (Settings > Variables and secrets) so that the operator creates it with the right type, or choose other names in spec.nocobase.variables",
-                client.base_url(),
-                list.join("; ")
-            ),
-        ));
+        return keep(conflict_error(client, &p.conflicts));
     }
+    let mut w = Progress {
+        state: previous.clone(),
+        created: vec![],
+        updated: vec![],
+    };
+    if let Err(e) = write_steps(client, desired, &p.steps, &mut w).await {
+        w.state.refresh_pending |= !w.created.is_empty() || !w.updated.is_empty();
+        prune(&mut w.state, desired, None);
+        return w.failed(e);
+    }
+    fill_unchanged(&mut w.state, desired, &listed, &p.unchanged);
+    let mut final_listing = listed;
+    if !p.steps.is_empty() {
+        w.state.refresh_pending = true;
+        final_listing = match read_back(client, desired, &mut w.state).await {
+            Ok(l) => l,
+            Err(e) => return w.failed(e),
+        };
+    }
+    prune(&mut w.state, desired, Some(&final_listing));
 
-    let mut state = previous.clone();
-    let mut created = Vec::new();
-    let mut updated = Vec::new();
-    for s in &p.steps {
+    let mut still_restarting = false;
+    if p.refresh {
+        if let Err(e) = client.refresh().await {
+            w.state.refresh_pending = true;
+            return w.failed(e);
+        }
+        w.state.refresh_pending = false;
+        // NocoBase answers 503 while it reloads: wait here, so that the reconcile the
+        // operator's own writes trigger does not find it restarting.
+        still_restarting = client
+            .wait_until_back()
+            .await
+            .is_err_and(|e| e.reason == reason::NOCOBASE_RESTARTING);
+    }
+    let message = success_message(client, desired, &w, p.refresh, still_restarting);
+    SyncOutcome {
+        ok: true,
+        reason: None,
+        message,
+        transient: false,
+        state: w.state,
+        writes: w.created.len() + w.updated.len(),
+        created: w.created,
+        updated: w.updated,
+        refreshed: p.refresh,
+    }
+}
+
+/// What a sync has done so far: the state to record and the writes that landed.
+struct Progress {
+    state: SyncedState,
+    created: Vec<String>,
+    updated: Vec<String>,
+}
+
+impl Progress {
+    fn failed(self, e: SyncError) -> SyncOutcome {
+        SyncOutcome::failed(e, self.state, self.created, self.updated)
+    }
+}
+
+fn conflict_error(client: &NocoBaseClient, conflicts: &[Conflict]) -> SyncError {
+    let list: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("{} is of type {} (wanted {})", c.name, c.found, c.wanted))
+        .collect();
+    SyncError::new(
+        reason::VARIABLE_TYPE_CONFLICT,
+        format!(
+            "in NocoBase at {}, {}. The operator never changes a variable's type, so nothing was written. Delete the variable in NocoBase (Settings > Variables and secrets) so that the operator creates it with the right type, or choose other names in spec.nocobase.variables",
+            client.base_url(),
+            list.join("; ")
+        ),
+    )
+}
+
+/// Carries out the plan's writes in order, recording each one that landed.
+async fn write_steps(
+    client: &NocoBaseClient,
+    desired: &[DesiredVar],
+    steps: &[Step],
+    w: &mut Progress,
+) -> Result<(), SyncError> {
+    for s in steps {
         let d = desired
             .iter()
             .find(|d| d.name == s.name)
             .expect("steps come from desired");
-        let result = match s.action {
-            StepAction::Create => client.create(&[d.write()]).await,
-            StepAction::Update => client.update(&d.write()).await,
-        };
-        if let Err(e) = result {
-            state.refresh_pending |= !created.is_empty() || !updated.is_empty();
-            prune(&mut state, desired, None);
-            return SyncOutcome::failed(e, state, created, updated);
+        match s.action {
+            StepAction::Create => client.create(&[d.write()]).await?,
+            StepAction::Update => client.update(&d.write()).await?,
         }
-        state.variables.insert(
+        w.state.variables.insert(
             d.name.clone(),
             SyncedVariable {
                 fingerprint: d.fingerprint.clone(),
                 updated_at: None,
+                hint: Some(d.hint()),
             },
         );
         match s.action {
             StepAction::Create => {
-                if !state.owned.contains(&d.name) {
-                    state.owned.push(d.name.clone());
+                if !w.state.owned.contains(&d.name) {
+                    w.state.owned.push(d.name.clone());
                 }
-                created.push(d.name.clone());
+                w.created.push(d.name.clone());
             }
-            StepAction::Update => updated.push(d.name.clone()),
+            StepAction::Update => w.updated.push(d.name.clone()),
         }
     }
-    for name in &p.unchanged {
-        // Fill in updatedAt where an older status lacked it.
-        if let (Some(rec), Some(l)) = (
+    Ok(())
+}
+
+/// Fills in `updatedAt` and the hint where an older status lacked them.
+fn fill_unchanged(
+    state: &mut SyncedState,
+    desired: &[DesiredVar],
+    listed: &[Listed],
+    unchanged: &[String],
+) {
+    for name in unchanged {
+        if let (Some(rec), Some(l), Some(d)) = (
             state.variables.get_mut(name),
             listed.iter().find(|l| &l.name == name),
-        ) && rec.updated_at.is_none()
-        {
+            desired.iter().find(|d| &d.name == name),
+        ) {
+            if rec.updated_at.is_none() {
+                rec.updated_at.clone_from(&l.updated_at);
+            }
+            rec.hint.get_or_insert_with(|| d.hint());
+        }
+    }
+}
+
+/// Lists again after the writes: every desired name must be there with its type; records
+/// NocoBase's `updatedAt` of each.
+async fn read_back(
+    client: &NocoBaseClient,
+    desired: &[DesiredVar],
+    state: &mut SyncedState,
+) -> Result<Vec<Listed>, SyncError> {
+    let listing = match client.list().await {
+        Ok(l) => l,
+        Err(e) => {
+            prune(state, desired, None);
+            return Err(e);
+        }
+    };
+    let missing: Vec<String> = desired
+        .iter()
+        .filter(|d| !listing.iter().any(|l| l.name == d.name && l.kind == d.kind))
+        .map(|d| format!("{} ({})", d.name, d.kind))
+        .collect();
+    if !missing.is_empty() {
+        for d in desired {
+            state.variables.remove(&d.name);
+        }
+        prune(state, desired, Some(&listing));
+        return Err(SyncError::new(
+            reason::UNEXPECTED_RESPONSE,
+            format!(
+                "NocoBase at {} accepted the writes but does not list {} afterwards; the operator will write again at the next sync",
+                client.base_url(),
+                missing.join(", ")
+            ),
+        ));
+    }
+    for d in desired {
+        if let (Some(rec), Some(l)) = (
+            state.variables.get_mut(&d.name),
+            listing.iter().find(|l| l.name == d.name),
+        ) {
             rec.updated_at.clone_from(&l.updated_at);
         }
     }
+    Ok(listing)
+}
 
-    let mut final_listing = listed;
-    if !p.steps.is_empty() {
-        state.refresh_pending = true;
-        final_listing = match client.list().await {
-            Ok(l) => l,
-            Err(e) => {
-                prune(&mut state, desired, None);
-                return SyncOutcome::failed(e, state, created, updated);
-            }
-        };
-        let missing: Vec<String> = desired
-            .iter()
-            .filter(|d| {
-                !final_listing
-                    .iter()
-                    .any(|l| l.name == d.name && l.kind == d.kind)
-            })
-            .map(|d| format!("{} ({})", d.name, d.kind))
-            .collect();
-        if !missing.is_empty() {
-            for d in desired {
-                state.variables.remove(&d.name);
-            }
-            prune(&mut state, desired, Some(&final_listing));
-            return SyncOutcome::failed(
-                SyncError::new(
-                    reason::UNEXPECTED_RESPONSE,
-                    format!(
-                        "NocoBase at {} accepted the writes but does not list {} afterwards; the operator will write again at the next sync",
-                        client.base_url(),
-                        missing.join(", ")
-                    ),
-                ),
-                state,
-                created,
-                updated,
-            );
-        }
-        for d in desired {
-            if let (Some(rec), Some(l)) = (
-                state.variables.get_mut(&d.name),
-                final_listing.iter().find(|l| l.name == d.name),
-            ) {
-                rec.updated_at.clone_from(&l.updated_at);
-            }
-        }
-    }
-    prune(&mut state, desired, Some(&final_listing));
-
-    let mut refreshed = false;
-    if p.refresh {
-        if let Err(e) = client.refresh().await {
-            state.refresh_pending = true;
-            return SyncOutcome::failed(e, state, created, updated);
-        }
-        state.refresh_pending = false;
-        refreshed = true;
-    }
-
+fn success_message(
+    client: &NocoBaseClient,
+    desired: &[DesiredVar],
+    w: &Progress,
+    refreshed: bool,
+    still_restarting: bool,
+) -> String {
     let names: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
     let mut message = format!(
         "NocoBase at {}{} holds {}",
@@ -431,30 +515,23 @@ pub async fn sync(
             .map_or(String::new(), |a| format!(" (application {a})")),
         names.join(", ")
     );
-    if created.is_empty() && updated.is_empty() {
+    if w.created.is_empty() && w.updated.is_empty() {
         message.push_str(", unchanged");
     } else {
-        if !created.is_empty() {
-            message.push_str(&format!("; created {}", created.join(", ")));
+        if !w.created.is_empty() {
+            message.push_str(&format!("; created {}", w.created.join(", ")));
         }
-        if !updated.is_empty() {
-            message.push_str(&format!("; updated {}", updated.join(", ")));
+        if !w.updated.is_empty() {
+            message.push_str(&format!("; updated {}", w.updated.join(", ")));
         }
     }
     if refreshed {
         message.push_str("; applied with app:refresh");
     }
-    SyncOutcome {
-        ok: true,
-        reason: None,
-        message,
-        transient: false,
-        state,
-        writes: created.len() + updated.len(),
-        created,
-        updated,
-        refreshed,
+    if still_restarting {
+        message.push_str(" (NocoBase was still restarting when the operator stopped waiting)");
     }
+    message
 }
 
 /// Keeps records only for desired names, and (with a listing) ownership only for names
@@ -468,6 +545,45 @@ fn prune(state: &mut SyncedState, desired: &[DesiredVar], listing: Option<&[List
     }
     state.owned.sort();
     state.owned.dedup();
+}
+
+/// What a deletion does after a transient failure to delete the variables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanupWait {
+    /// The first failure: record `now` as the start of the wait (status), announce it with
+    /// a Warning Event, and try again after this long.
+    Start(std::time::Duration),
+    /// Still within `cleanupTimeout`: try again after this long.
+    Retry(std::time::Duration),
+    /// `cleanupTimeout` has passed since the wait started: give up with a Warning Event.
+    GiveUp,
+}
+
+/// The pure retry schedule of a deletion that NocoBase could not serve yet: pauses grow
+/// with the time already waited (half of it, from 2 s up to 1 min), never past the
+/// deadline; a start in the future (a clock set back) counts as now.
+pub fn cleanup_wait(
+    since: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+    timeout: jiff::SignedDuration,
+) -> CleanupWait {
+    use std::time::Duration;
+    let waited = since
+        .map(|s| now.duration_since(s).max(jiff::SignedDuration::ZERO))
+        .unwrap_or(jiff::SignedDuration::ZERO);
+    if since.is_some() && waited >= timeout {
+        return CleanupWait::GiveUp;
+    }
+    let left = Duration::try_from(timeout.saturating_sub(waited)).unwrap_or(Duration::ZERO);
+    let grown = Duration::try_from(waited / 2).unwrap_or(Duration::ZERO);
+    let pause = grown
+        .clamp(Duration::from_secs(2), Duration::from_secs(60))
+        .min(left.max(Duration::from_secs(1)));
+    if since.is_none() {
+        CleanupWait::Start(pause)
+    } else {
+        CleanupWait::Retry(pause)
+    }
 }
 
 /// The result of a [`cleanup`].
@@ -542,12 +658,13 @@ mod tests {
                         SyncedVariable {
                             fingerprint: fp.to_string(),
                             updated_at: at.map(str::to_owned),
+                            hint: None,
                         },
                     )
                 })
                 .collect(),
             owned: entries.iter().map(|(n, _, _)| n.to_string()).collect(),
-            refresh_pending: false,
+            ..Default::default()
         }
     }
 
@@ -657,6 +774,44 @@ mod tests {
             l("OTHER", VarKind::Secret, None),
         ];
         assert_eq!(cleanup_plan(&owned, &listed), ["A"]);
+    }
+
+    #[test]
+    fn cleanup_waits_with_growing_pauses_until_the_timeout() {
+        use std::time::Duration;
+        let t0: jiff::Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let ten = jiff::SignedDuration::from_mins(10);
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        assert_eq!(
+            cleanup_wait(None, t0, ten),
+            CleanupWait::Start(Duration::from_secs(2))
+        );
+        assert_eq!(
+            cleanup_wait(Some(t0), at(1), ten),
+            CleanupWait::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            cleanup_wait(Some(t0), at(60), ten),
+            CleanupWait::Retry(Duration::from_secs(30))
+        );
+        assert_eq!(
+            cleanup_wait(Some(t0), at(500), ten),
+            CleanupWait::Retry(Duration::from_secs(60))
+        );
+        // never past the deadline
+        assert_eq!(
+            cleanup_wait(Some(t0), at(590), ten),
+            CleanupWait::Retry(Duration::from_secs(10))
+        );
+        assert_eq!(cleanup_wait(Some(t0), at(600), ten), CleanupWait::GiveUp);
+        assert_eq!(cleanup_wait(Some(t0), at(86_400), ten), CleanupWait::GiveUp);
+        // a start in the future counts as now; extreme values do not panic
+        assert_eq!(
+            cleanup_wait(Some(at(100)), t0, ten),
+            CleanupWait::Retry(Duration::from_secs(2))
+        );
+        let _ = cleanup_wait(Some(jiff::Timestamp::MIN), jiff::Timestamp::MAX, ten);
+        let _ = cleanup_wait(Some(t0), t0, jiff::SignedDuration::MAX);
     }
 
     #[test]

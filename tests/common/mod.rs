@@ -175,7 +175,11 @@ pub fn allow_exactly(
     nocobase: &[&str],
 ) -> nocobase_mail_operator::allow::AllowList {
     let ms = vec![host_port(microsoft)];
-    let nb: Vec<String> = nocobase.iter().map(|u| host_port(u)).collect();
+    // a bare host (no scheme) is an entry as written: any port of that host
+    let nb: Vec<String> = nocobase
+        .iter()
+        .map(|u| if u.contains("://") { host_port(u) } else { u.to_string() })
+        .collect();
     nocobase_mail_operator::allow::AllowList::new(&ms, &ms, &nb).expect("valid entries")
 }
 

@@ -52,6 +52,12 @@ pub struct State {
     pub updated: bool,
     pub refreshes: usize,
     pub clock: u64,
+    /// Requests answered `503 APP_COMMANDING` from now on, before anything else (as the
+    /// real gateway does while the application reloads: no authentication, no action).
+    pub restarting_for: usize,
+    /// `restarting_for` after each `app:refresh`: the real NocoBase reloads its plugins
+    /// for one to several seconds after answering the refresh.
+    pub restart_after_refresh: usize,
 }
 
 impl State {
@@ -100,6 +106,13 @@ impl Respond for NocoBase {
         if self.app.is_some() && x_app.is_none() {
             // The main application of this emulator has no plugin at all.
             return not_found();
+        }
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.restarting_for > 0 {
+                st.restarting_for -= 1;
+                return json_fixture(503, "error_app_commanding.json");
+            }
         }
         let action = req.url.path().strip_prefix("/api/").unwrap_or("");
         let known = matches!(
@@ -196,6 +209,7 @@ impl Respond for NocoBase {
             ("POST", "app:refresh") => {
                 st.refreshes += 1;
                 st.updated = false;
+                st.restarting_for = st.restart_after_refresh;
                 json_fixture(200, "refresh.json")
             }
             _ => not_found(),
