@@ -23,13 +23,9 @@ use common::fake_api::FakeApi;
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
-use kube::runtime::events::{Recorder, Reporter};
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
-use nocobase_mail_operator::controller::validations::ValidationCache;
 use nocobase_mail_operator::controller::{Context, reconcile};
-use nocobase_mail_operator::microsoft::MicrosoftClient;
 use nocobase_mail_operator::nocobase::{Listed, NocoBaseClient, NocoBaseOptions, VarKind};
-use nocobase_mail_operator::telemetry::Metrics;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -113,27 +109,11 @@ async fn harness(real: Real) -> Harness {
     let c = Arc::clone(&clock);
     let clock_fn: nocobase_mail_operator::controller::reconcile::Clock =
         Arc::new(move || *c.lock().unwrap());
-    let metrics = Arc::new(Metrics::default());
-    let client = api.client();
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "nocobase-mail-operator".into(),
-                instance: None,
-            },
-        ),
-        client,
-        validations: ValidationCache::new(
-            MicrosoftClient::new(fast_options()).unwrap(),
-            Duration::from_secs(300),
-            Arc::clone(&metrics),
-            clock_fn.clone(),
-        ),
-        metrics,
-        clock: clock_fn,
-        http: nocobase_mail_operator::http::default_client(None).unwrap(),
-    });
+    let ctx = test_context(
+        api.client(),
+        allow_exactly(&microsoft.uri(), &[real.url.as_str()]),
+        clock_fn,
+    );
     let h = Harness {
         api,
         ctx,
@@ -507,7 +487,7 @@ async fn nocobase_killed_and_started_while_the_controller_runs() {
         h.api.client(),
         Some(NS.into()),
         Arc::clone(&h.ctx),
-        ready,
+        nocobase_mail_operator::controller::CacheSync::new(1, ready),
     ));
     wait("first sync", 120, &|| {
         h.reason("running", "NocoBaseSynced") == "Synced"

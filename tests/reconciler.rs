@@ -1218,6 +1218,7 @@ async fn a_second_integration_on_another_container_gets_env_conflict_too() {
             "MICROSOFT_TENANT_ID"
         ]
     );
+}
 
 /// A NocoBase emulator and an integration `outlook` synced into it.
 async fn synced_to_nocobase(

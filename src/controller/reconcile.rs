@@ -7,7 +7,7 @@
 pub mod nocobase;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,7 +23,6 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::backoff::ErrorBackoff;
 use super::validations::ValidationCache;
-use crate::allow::Endpoint;
 use crate::api::{
     InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, Rollout,
 };
@@ -32,7 +31,7 @@ use crate::decide::{
     decide, delivery, event_note, fold_attempt, interval, validation_due,
 };
 use crate::inject::{self, FIELD_MANAGER, FINGERPRINT_ANNOTATION};
-use crate::input::{self, Credentials};
+use crate::input::Credentials;
 use crate::microsoft::Verdict;
 use crate::telemetry::Metrics;
 
@@ -269,6 +268,7 @@ async fn inject_targets(
             reason: "ManagedSecretConflict".into(),
             message: inject::managed_secret_conflict(&ns, &secret_name),
             injected: previous.injected.clone(),
+            disappeared: vec![],
         });
     }
     let mut config_fp = existing

@@ -178,7 +178,13 @@ pub fn allow_exactly(
     // a bare host (no scheme) is an entry as written: any port of that host
     let nb: Vec<String> = nocobase
         .iter()
-        .map(|u| if u.contains("://") { host_port(u) } else { u.to_string() })
+        .map(|u| {
+            if u.contains("://") {
+                host_port(u)
+            } else {
+                u.to_string()
+            }
+        })
         .collect();
     nocobase_mail_operator::allow::AllowList::new(&ms, &ms, &nb).expect("valid entries")
 }
