@@ -398,6 +398,7 @@ fn deployment_defaults_image_args_and_env() {
             "--listen=0.0.0.0:8080",
             "--leader-election-namespace=$(POD_NAMESPACE)",
             "--log-format=json",
+            "--max-concurrent-reconciles=16",
         ]
     );
     let env = r.env();
@@ -426,9 +427,12 @@ fn deployment_defaults_image_args_and_env() {
         "logFormat=text",
         "--set",
         "logLevel=debug",
+        "--set",
+        "maxConcurrentReconciles=64",
     ]);
     assert!(r.container()["image"].as_str().unwrap().ends_with(":dev"));
     assert!(r.args().contains(&"--log-format=text"));
+    assert!(r.args().contains(&"--max-concurrent-reconciles=64"));
     assert_eq!(r.env_value("RUST_LOG"), Some("debug"));
 }
 
@@ -709,6 +713,7 @@ fn values_schema_rejects_unknown_and_mistyped_values() {
         &["--set", "replicaCount=abc"],
         &["--set", "replicaCount=0"],
         &["--set", "logFormat=xml"],
+        &["--set", "maxConcurrentReconciles=0"],
         &["--set", "leaderElection.enabled=maybe"],
         &["--set", "watchNamespaces=a"],
         &["--set", "serviceMonitor.interval=soon"],

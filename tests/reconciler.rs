@@ -116,6 +116,7 @@ async fn harness() -> Harness {
         metrics,
         clock: clock_fn,
         http: nocobase_mail_operator::http::default_client(None).unwrap(),
+        own_writes: Default::default(),
     });
     Harness {
         api,

@@ -4,6 +4,7 @@
 //! due, keeps the managed Secret and the target Deployments in line with the last
 //! configuration Microsoft accepted, and writes status and Events only when they change.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,9 +20,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::index::OwnWrites;
 use super::validations::ValidationCache;
 use crate::api::{
-    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync, Rollout,
+    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync,
+    Rollout, Target,
 };
 use crate::decide::{
     ConditionStatus, CredentialCheck, Delivery, InjectionReport, Inputs, NocoBaseReport,
@@ -49,6 +52,8 @@ pub struct Context {
     /// The outbound HTTP client, built once (with `--ca-bundle`) and reused by every
     /// NocoBase request.
     pub http: reqwest::Client,
+    /// What the operator's own writes produced, so their watch echoes trigger nothing.
+    pub own_writes: OwnWrites,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,13 +249,16 @@ async fn inject_targets(
                     c.client_secret.expose_secret(),
                     fingerprint,
                 );
-                secrets
+                let written = secrets
                     .patch(
                         &secret_name,
                         &PatchParams::apply(FIELD_MANAGER).force(),
                         &Patch::Apply(&body),
                     )
                     .await?;
+                let rv = written.metadata.resource_version.as_deref();
+                ctx.own_writes
+                    .record(OwnWrites::SECRET, &ns, &secret_name, rv);
                 info!(secret = %secret_name, "managed Secret updated with the validated configuration");
                 config_fp = Some(fingerprint.clone());
             }
@@ -268,13 +276,13 @@ async fn inject_targets(
     }
 
     // 2. Deployments no longer targeted give back what the operator owns.
-    let all = deployments.list(&ListParams::default()).await?.items;
+    let all = targeted_deployments(&deployments, &mmi.spec.targets).await?;
     let targeted = |d: &Deployment| mmi.spec.targets.iter().any(|t| inject::selects(t, d));
     for gone in previous.injected.iter().filter(|i| {
         !all.iter()
             .any(|d| d.name_any() == i.deployment && targeted(d))
     }) {
-        release(&deployments, &ns, &gone.deployment).await?;
+        release(&deployments, &ns, &gone.deployment, ctx).await?;
     }
     if mmi.spec.targets.is_empty() {
         return Ok(InjectionReport::no_targets());
@@ -314,7 +322,16 @@ async fn inject_targets(
                             .patch(&plan.deployment, &pp, &Patch::Apply(&plan.patch))
                             .await
                         {
-                            Ok(_) => info!(deployment = %plan.deployment, "configuration injected"),
+                            Ok(d) => {
+                                let rv = d.metadata.resource_version.as_deref();
+                                ctx.own_writes.record(
+                                    OwnWrites::DEPLOYMENT,
+                                    &ns,
+                                    &plan.deployment,
+                                    rv,
+                                );
+                                info!(deployment = %plan.deployment, "configuration injected")
+                            }
                             Err(kube::Error::Api(s)) if s.code == 409 => {
                                 problems.push((
                                     "EnvConflict",
@@ -537,13 +554,49 @@ async fn sync_nocobase(
     }
 }
 
-async fn release(deployments: &Api<Deployment>, ns: &str, name: &str) -> Result<(), Error> {
+/// The Deployments the targets select, in full: by name with one GET each, by selector
+/// from a metadata-only list (no pod templates) and then a GET of each match. Listing whole
+/// Deployments for every reconcile cost time and memory in proportion to the namespace.
+async fn targeted_deployments(
+    api: &Api<Deployment>,
+    targets: &[Target],
+) -> Result<Vec<Deployment>, Error> {
+    let mut names: BTreeSet<String> = targets
+        .iter()
+        .filter_map(|t| t.deployment_name.clone())
+        .collect();
+    if targets.iter().any(|t| t.deployment_name.is_none()) {
+        for d in api.list_metadata(&ListParams::default()).await?.items {
+            let d = Deployment {
+                metadata: d.metadata,
+                ..Default::default()
+            };
+            if targets.iter().any(|t| inject::selects(t, &d)) {
+                names.extend(d.metadata.name);
+            }
+        }
+    }
+    let mut found = vec![];
+    for name in names {
+        found.extend(api.get_opt(&name).await?);
+    }
+    Ok(found)
+}
+
+async fn release(
+    deployments: &Api<Deployment>,
+    ns: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     match deployments
         .patch(name, &pp, &Patch::Apply(&inject::release_patch(ns, name)))
         .await
     {
-        Ok(_) => {
+        Ok(d) => {
+            let rv = d.metadata.resource_version.as_deref();
+            ctx.own_writes.record(OwnWrites::DEPLOYMENT, ns, name, rv);
             info!(
                 deployment = name,
                 "removed the operator's env entries and annotation"
@@ -565,15 +618,13 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
         .iter()
         .flat_map(|s| s.injected.iter().map(|i| i.deployment.clone()))
         .collect();
-    for d in deployments.list(&ListParams::default()).await?.items {
-        if mmi.spec.targets.iter().any(|t| inject::selects(t, &d)) {
-            names.push(d.name_any());
-        }
+    for d in targeted_deployments(&deployments, &mmi.spec.targets).await? {
+        names.push(d.name_any());
     }
     names.sort();
     names.dedup();
     for n in &names {
-        release(&deployments, &ns, n).await?;
+        release(&deployments, &ns, n, ctx).await?;
     }
     if let (Some(nb), Some(state)) = (
         &mmi.spec.nocobase,
