@@ -238,34 +238,16 @@ pub async fn run_controller_with(
             .predicate_filter(relevant, Default::default())
     };
     let secret_events = {
-        let (index, ctx) = (Arc::clone(&index), Arc::clone(&ctx));
-        watcher(secrets, wc())
-            .default_backoff()
-            .filter_map(move |ev| {
-                let t = ev.map(|ev| {
-                    let idx = lock(&index);
-                    triggers(&ev, |s, del| {
-                        secret_triggers(idx.index(), &ctx.own_writes, s, del)
-                    })
-                });
-                futures::future::ready(t.ok())
-            })
-            .flat_map(futures::stream::iter)
+        let ctx = Arc::clone(&ctx);
+        trigger_stream(secrets, Arc::clone(&index), move |idx, s, del| {
+            secret_triggers(idx, &ctx.own_writes, s, del)
+        })
     };
     let deployment_events = {
-        let (index, ctx) = (Arc::clone(&index), Arc::clone(&ctx));
-        watcher(deployments, wc())
-            .default_backoff()
-            .filter_map(move |ev| {
-                let t = ev.map(|ev| {
-                    let idx = lock(&index);
-                    triggers(&ev, |d, del| {
-                        deployment_triggers(idx.index(), &ctx.own_writes, d, del)
-                    })
-                });
-                futures::future::ready(t.ok())
-            })
-            .flat_map(futures::stream::iter)
+        let ctx = Arc::clone(&ctx);
+        trigger_stream(deployments, Arc::clone(&index), move |idx, d, del| {
+            deployment_triggers(idx, &ctx.own_writes, d, del)
+        })
     };
     tokio::spawn(signal_ready(store.clone(), ready));
     let config = ControllerConfig::default()
@@ -283,6 +265,27 @@ pub async fn run_controller_with(
             }
         })
         .await;
+}
+
+/// The integrations to reconcile for each event of a watch of `K`, through the index.
+fn trigger_stream<K>(
+    api: Api<K>,
+    index: Arc<Mutex<IndexFeed>>,
+    map: impl Fn(&Index, &K, bool) -> Triggers + Send + 'static,
+) -> impl futures::Stream<Item = ObjectRef<MicrosoftMailIntegration>> + Send + 'static
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .filter_map(move |ev| {
+            let t = ev.map(|ev| {
+                let idx = lock(&index);
+                triggers(&ev, |o, deleted| map(idx.index(), o, deleted))
+            });
+            futures::future::ready(t.ok())
+        })
+        .flat_map(futures::stream::iter)
 }
 
 fn lock(index: &Mutex<IndexFeed>) -> std::sync::MutexGuard<'_, IndexFeed> {
