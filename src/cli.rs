@@ -62,6 +62,13 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Reconciles that run at once; more are queued. Bounds the memory of a cold start.
+    #[arg(long, value_name = "N", default_value_t = crate::controller::DEFAULT_MAX_CONCURRENT_RECONCILES,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_reconciles: u16,
+    /// Milliseconds a burst of changes to one integration is merged before it is reconciled.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub reconcile_debounce_ms: u64,
     #[command(flatten)]
     pub allow: AllowArgs,
 }
@@ -147,6 +154,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 identity: args.identity.unwrap_or_else(host_name),
                 ca_bundle_pem: ca,
                 allow,
+                tuning: crate::controller::Tuning {
+                    max_concurrent_reconciles: args.max_concurrent_reconciles,
+                    debounce: std::time::Duration::from_millis(args.reconcile_debounce_ms),
+                },
             };
             match runtime().block_on(crate::controller::run(settings)) {
                 Ok(()) => ExitCode::SUCCESS,

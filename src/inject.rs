@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 
 use crate::api::{MicrosoftMailIntegration, Rollout, Target};
@@ -69,14 +70,20 @@ pub fn selects(target: &Target, dep: &Deployment) -> bool {
     if crate::input::selects_everything(target) {
         return false;
     }
-    let labels = dep.metadata.labels.clone().unwrap_or_default();
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    selector_matches(sel, dep.metadata.labels.as_ref().unwrap_or(&NONE))
+}
+
+/// Whether a label selector matches these labels (nothing is allocated: this runs for
+/// every Deployment event in a namespace with selector targets).
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_ok = sel
         .match_labels
         .iter()
         .flatten()
         .all(|(k, v)| labels.get(k) == Some(v));
     let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
+        let values = e.values.as_deref().unwrap_or_default();
         match e.operator.as_str() {
             "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
             "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),

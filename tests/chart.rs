@@ -409,6 +409,7 @@ fn deployment_defaults_image_args_and_env() {
             "--allowed-authority-hosts=login.microsoftonline.com,login.microsoftonline.us,login.chinacloudapi.cn",
             "--allowed-graph-hosts=graph.microsoft.com,graph.microsoft.us,microsoftgraph.chinacloudapi.cn",
             "--allowed-nocobase-urls=*.svc,*.svc.cluster.local",
+            "--max-concurrent-reconciles=16",
         ]
     );
     let env = r.env();
@@ -437,9 +438,12 @@ fn deployment_defaults_image_args_and_env() {
         "logFormat=text",
         "--set",
         "logLevel=debug",
+        "--set",
+        "maxConcurrentReconciles=64",
     ]);
     assert!(r.container()["image"].as_str().unwrap().ends_with(":dev"));
     assert!(r.args().contains(&"--log-format=text"));
+    assert!(r.args().contains(&"--max-concurrent-reconciles=64"));
     assert_eq!(r.env_value("RUST_LOG"), Some("debug"));
 }
 
@@ -845,6 +849,7 @@ fn values_schema_rejects_unknown_and_mistyped_values() {
         &["--set", "replicaCount=abc"],
         &["--set", "replicaCount=0"],
         &["--set", "logFormat=xml"],
+        &["--set", "maxConcurrentReconciles=0"],
         &["--set", "leaderElection.enabled=maybe"],
         &["--set", "watchNamespaces=a"],
         &["--set", "serviceMonitor.interval=soon"],

@@ -3,21 +3,23 @@
 //! /metrics, /healthz and /readyz; elects a leader through a Lease.
 
 pub mod backoff;
+pub mod index;
 pub mod reconcile;
 pub mod server;
 pub mod validations;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::task::JoinHandle;
@@ -29,6 +31,7 @@ use crate::api::MicrosoftMailIntegration;
 use crate::inject::{self, INTEGRATION_LABEL};
 use crate::microsoft::{ClientOptions, MicrosoftClient};
 use crate::telemetry::Metrics;
+use index::{Index, IndexFeed, OwnWrites};
 use validations::ValidationCache;
 
 /// Settings of `run`, from the command line.
@@ -44,6 +47,7 @@ pub struct Settings {
     pub ca_bundle_pem: Option<Vec<u8>>,
     /// Hosts a credential may be sent to (`--allowed-*`).
     pub allow: crate::allow::AllowList,
+    pub tuning: Tuning,
 }
 
 /// The longest a definitive answer from Microsoft is shared by integrations with identical
@@ -85,64 +89,110 @@ pub fn context(
         metrics,
         clock,
         http,
+        own_writes: OwnWrites::default(),
         error_backoff: Default::default(),
         allow,
     }))
 }
 
-/// Integrations affected by a change of this Secret: those reading it, and the one whose
-/// managed Secret it is.
-pub fn integrations_for_secret(
-    store: &Store<MicrosoftMailIntegration>,
-    s: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<MicrosoftMailIntegration>> {
-    let ns = s.namespace();
-    let name = s.name_any();
-    let managed_by = s.labels().get(INTEGRATION_LABEL).cloned();
-    store
-        .state()
-        .iter()
-        .filter(|m| {
-            m.namespace() == ns
-                && (m.spec.client_secret_ref.name == name
-                    || Some(m.name_any()) == managed_by
-                    || m.spec
-                        .nocobase
-                        .as_ref()
-                        .is_some_and(|nb| nb.api_key_secret_ref.name == name))
-        })
-        .map(|m| ObjectRef::from_obj(m.as_ref()))
-        .collect()
+/// How many reconciles run at once when `--max-concurrent-reconciles` is not given: enough
+/// to keep the API server and Microsoft busy on a 2-core node, few enough that a cold start
+/// of 10,000 integrations does not hold 10,000 in-flight reconciles (and their memory).
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 16;
+
+/// The controller's work queue: how many reconciles at once, and how long a burst of
+/// triggers for one integration is merged before it is reconciled.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    pub max_concurrent_reconciles: u16,
+    pub debounce: Duration,
 }
 
-/// Integrations affected by a change of this Deployment: those targeting it now, and
-/// those that injected it before (to give back their fields).
-pub fn integrations_for_deployment(
-    store: &Store<MicrosoftMailIntegration>,
-    d: &PartialObjectMeta<Deployment>,
-) -> Vec<ObjectRef<MicrosoftMailIntegration>> {
-    let ns = d.namespace();
-    let name = d.name_any();
-    let as_deployment = Deployment {
-        metadata: d.metadata.clone(),
-        ..Default::default()
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
+            debounce: Duration::ZERO,
+        }
+    }
+}
+
+type Triggers = Vec<ObjectRef<MicrosoftMailIntegration>>;
+
+/// Integrations to reconcile for one event of a Secret or Deployment watch; `map` answers
+/// for one object (`deleted` when it is gone).
+fn triggers<K>(ev: &watcher::Event<K>, map: impl Fn(&K, bool) -> Triggers) -> Triggers {
+    match ev {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => map(o, false),
+        watcher::Event::Delete(o) => map(o, true),
+        watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
+    }
+}
+
+/// The integrations a Secret event concerns. The echo of the operator's own write of a
+/// managed Secret triggers nothing: the reconcile that wrote it knows the result.
+fn secret_triggers(
+    index: &Index,
+    own: &OwnWrites,
+    s: &PartialObjectMeta<Secret>,
+    deleted: bool,
+) -> Triggers {
+    let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
+    else {
+        return Vec::new();
     };
-    store
-        .state()
-        .iter()
-        .filter(|m| m.namespace() == ns)
-        .filter(|m| {
-            m.spec
-                .targets
-                .iter()
-                .any(|t| inject::selects(t, &as_deployment))
-                || m.status
-                    .iter()
-                    .flat_map(|s| s.injected.iter())
-                    .any(|i| i.deployment == name)
-        })
-        .map(|m| ObjectRef::from_obj(m.as_ref()))
-        .collect()
+    let managed_by = s.labels().get(INTEGRATION_LABEL).map(String::as_str);
+    let rv = s.metadata.resource_version.as_deref();
+    if !deleted && own.is_echo(OwnWrites::SECRET, ns, name, rv) {
+        return Vec::new();
+    }
+    index.for_secret(ns, name, managed_by)
+}
+
+/// The integrations a Deployment event concerns, but not for the echo of the operator's own
+/// injection patch.
+fn deployment_triggers(
+    index: &Index,
+    own: &OwnWrites,
+    d: &PartialObjectMeta<Deployment>,
+    deleted: bool,
+) -> Triggers {
+    let (Some(ns), Some(name)) = (d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
+    else {
+        return Vec::new();
+    };
+    let rv = d.metadata.resource_version.as_deref();
+    if !deleted && own.is_echo(OwnWrites::DEPLOYMENT, ns, name, rv) {
+        return Vec::new();
+    }
+    static NONE: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let labels = d.metadata.labels.as_ref().unwrap_or(&NONE);
+    index.for_deployment(ns, name, labels)
+}
+
+/// What of an integration is kept in the cache: everything but `managedFields` and
+/// kubectl's copy of the last applied object, which the operator never reads and which
+/// are often larger than the rest.
+fn strip(m: &mut MicrosoftMailIntegration) {
+    m.metadata.managed_fields = None;
+    if let Some(a) = m.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        if a.is_empty() {
+            m.metadata.annotations = None;
+        }
+    }
+}
+
+/// Changes of an integration worth a reconcile: its spec (generation), its finalizers, a
+/// deletion. A change of status alone is the echo of the operator's own status write, whose
+/// result the reconcile that wrote it already knows.
+fn relevant(m: &MicrosoftMailIntegration) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.metadata.generation.hash(&mut h);
+    m.metadata.finalizers.hash(&mut h);
+    m.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
 }
 
 /// Readiness of the controllers run together (one per `--namespace`): ready once every
@@ -173,16 +223,27 @@ impl CacheSync {
     }
 }
 
-/// Runs one controller over one namespace (or all, with `None`) until shutdown; reports to
-/// `sync` once its caches have synced.
+/// Runs one controller over one namespace (or all, with `None`) until shutdown, with the
+/// default [`Tuning`]; reports to `sync` once its caches have synced.
 pub async fn run_controller(
     client: Client,
     namespace: Option<String>,
     ctx: Arc<Context>,
     sync: Arc<CacheSync>,
 ) {
+    run_controller_with(client, namespace, ctx, sync, Tuning::default()).await
+}
+
+/// Runs one controller over one namespace (or all, with `None`) until shutdown.
+pub async fn run_controller_with(
+    client: Client,
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+    sync: Arc<CacheSync>,
+    tuning: Tuning,
+) {
     // Secrets and Deployments are watched as metadata only (Api<PartialObjectMeta<_>>): no
-    // secret data and no pod templates are held in memory.
+    // secret data and no pod templates are held in memory, and none of them is cached.
     type Meta<K> = PartialObjectMeta<K>;
     let (mmis, secrets, deployments): (
         Api<MicrosoftMailIntegration>,
@@ -200,42 +261,39 @@ pub async fn run_controller(
             Api::all(client.clone()),
         ),
     };
-    let controller = Controller::new(mmis, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    let secret_store = store.clone();
-    let deployment_store = store.clone();
-    let secret_events = watcher(secrets, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects();
-    let deployment_events = watcher(deployments, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects();
-    let readiness = {
-        let store = store.clone();
-        async move {
-            // A waiter registered before the initial list completes is not woken in
-            // kube-runtime 5.0 (tests/zz_kube_runtime_ready.rs shows it), so ask again
-            // every 100 ms: each new call sees a completed initial list at once.
-            loop {
-                let attempt =
-                    tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
-                match attempt.await {
-                    Ok(Ok(())) => break,
-                    Ok(Err(_)) => return,
-                    Err(_) => continue,
-                }
-            }
-            sync.synced();
-        }
+    let wc = || watcher::Config::default().any_semantic();
+    let index = Arc::new(Mutex::new(IndexFeed::default()));
+    let (store, writer) = reflector::store();
+    let integrations = {
+        let index = Arc::clone(&index);
+        watcher(mmis, wc())
+            .default_backoff()
+            .modify(strip)
+            .reflect(writer)
+            .inspect_ok(move |ev| lock(&index).feed(ev))
+            .applied_objects()
+            .predicate_filter(relevant, Default::default())
     };
-    tokio::spawn(readiness);
-    controller
-        .watches_stream(secret_events, move |s| {
-            integrations_for_secret(&secret_store, &s)
+    let secret_events = {
+        let ctx = Arc::clone(&ctx);
+        trigger_stream(secrets, Arc::clone(&index), move |idx, s, del| {
+            secret_triggers(idx, &ctx.own_writes, s, del)
         })
-        .watches_stream(deployment_events, move |d| {
-            integrations_for_deployment(&deployment_store, &d)
+    };
+    let deployment_events = {
+        let ctx = Arc::clone(&ctx);
+        trigger_stream(deployments, Arc::clone(&index), move |idx, d, del| {
+            deployment_triggers(idx, &ctx.own_writes, d, del)
         })
+    };
+    tokio::spawn(signal_ready(store.clone(), sync));
+    let config = ControllerConfig::default()
+        .concurrency(tuning.max_concurrent_reconciles)
+        .debounce(tuning.debounce);
+    Controller::for_stream(integrations, store)
+        .with_config(config)
+        .reconcile_on(secret_events)
+        .reconcile_on(deployment_events)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -244,6 +302,48 @@ pub async fn run_controller(
             }
         })
         .await;
+}
+
+/// The integrations to reconcile for each event of a watch of `K`, through the index.
+fn trigger_stream<K>(
+    api: Api<K>,
+    index: Arc<Mutex<IndexFeed>>,
+    map: impl Fn(&Index, &K, bool) -> Triggers + Send + 'static,
+) -> impl futures::Stream<Item = ObjectRef<MicrosoftMailIntegration>> + Send + 'static
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .filter_map(move |ev| {
+            let t = ev.map(|ev| {
+                let idx = lock(&index);
+                triggers(&ev, |o, deleted| map(idx.index(), o, deleted))
+            });
+            futures::future::ready(t.ok())
+        })
+        .flat_map(futures::stream::iter)
+}
+
+fn lock(index: &Mutex<IndexFeed>) -> std::sync::MutexGuard<'_, IndexFeed> {
+    // the index is rebuilt from the watch after a panic elsewhere; a poisoned lock is usable
+    index.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks the process ready once the integration cache has synced.
+async fn signal_ready(store: Store<MicrosoftMailIntegration>, sync: Arc<CacheSync>) {
+    // A waiter registered before the initial list completes is not woken in
+    // kube-runtime 5.0 (tests/zz_kube_runtime_ready.rs shows it), so ask again
+    // every 100 ms: each new call sees a completed initial list at once.
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
+        match attempt.await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => continue,
+        }
+    }
+    sync.synced();
 }
 
 /// `run`: connect, serve health and metrics, wait for leadership, reconcile until SIGTERM.
@@ -302,11 +402,10 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         some => some.iter().cloned().map(Some).collect(),
     };
     let sync = CacheSync::new(namespaces.len(), Arc::clone(&ready));
-    let controllers = futures::future::join_all(
-        namespaces
-            .into_iter()
-            .map(|ns| run_controller(client.clone(), ns, Arc::clone(&ctx), Arc::clone(&sync))),
-    );
+    let controllers = futures::future::join_all(namespaces.into_iter().map(|ns| {
+        let (ctx, sync) = (Arc::clone(&ctx), Arc::clone(&sync));
+        run_controller_with(client.clone(), ns, ctx, sync, settings.tuning)
+    }));
     match leadership {
         Some((mut rx, task)) => {
             tokio::select! {

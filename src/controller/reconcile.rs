@@ -6,6 +6,7 @@
 
 pub mod nocobase;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,9 +23,10 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::backoff::ErrorBackoff;
+use super::index::OwnWrites;
 use super::validations::ValidationCache;
 use crate::api::{
-    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, Rollout,
+    InjectedTarget, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, Rollout, Target,
 };
 use crate::decide::{
     ConditionStatus, CredentialCheck, Delivery, EventSpec, InjectionReport, Inputs, acceptance,
@@ -55,6 +57,8 @@ pub struct Context {
     pub error_backoff: ErrorBackoff,
     /// Where a credential may be sent (`--allowed-*` flags); checked before any request.
     pub allow: crate::allow::AllowList,
+    /// What the operator's own writes produced, so their watch echoes trigger nothing.
+    pub own_writes: OwnWrites,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,9 +297,12 @@ async fn inject_targets(
                 // someone else makes this apply conflict instead of taking it over.
                 let mut pp = PatchParams::apply(FIELD_MANAGER);
                 pp.force = existing.is_some();
-                secrets
+                let written = secrets
                     .patch(&secret_name, &pp, &Patch::Apply(&body))
                     .await?;
+                let rv = written.metadata.resource_version.as_deref();
+                ctx.own_writes
+                    .record(OwnWrites::SECRET, &ns, &secret_name, rv);
                 info!(secret = %secret_name, "managed Secret updated with the validated configuration");
                 config_fp = Some(fingerprint.clone());
             }
@@ -313,7 +320,7 @@ async fn inject_targets(
     }
 
     let Some(config_fp) = config_fp.filter(|_| !mmi.spec.targets.is_empty()) else {
-        let (_, disappeared) = release_untargeted(mmi, &deployments, previous).await?;
+        let (_, disappeared) = release_untargeted(mmi, ctx, &deployments, previous).await?;
         return Ok(if mmi.spec.targets.is_empty() {
             InjectionReport {
                 disappeared,
@@ -329,26 +336,27 @@ async fn inject_targets(
             }
         });
     };
-    inject_deployments(mmi, &deployments, previous, &secret_name, &config_fp, &note).await
+    inject_deployments(mmi, ctx, &deployments, previous, &secret_name, &config_fp, &note).await
 }
 
-/// Lists the namespace's Deployments and gives back what the operator owns in those it
+/// Reads the targeted and the previously injected Deployments and gives back what the operator owns in those it
 /// injected before and targets no more. Returns the list, and the previously injected
 /// Deployments that were deleted (nothing to give back).
 async fn release_untargeted(
     mmi: &MicrosoftMailIntegration,
+    ctx: &Context,
     deployments: &Api<Deployment>,
     previous: &MicrosoftMailIntegrationStatus,
 ) -> Result<(Vec<Deployment>, Vec<String>), Error> {
-    let all = deployments.list(&ListParams::default()).await?.items;
     let before: Vec<String> = previous
         .injected
         .iter()
         .map(|i| i.deployment.clone())
         .collect();
+    let all = targeted_deployments(deployments, &mmi.spec.targets, &before).await?;
     let (release_now, disappeared) = inject::released_targets(&before, &mmi.spec.targets, &all);
     for name in &release_now {
-        release(deployments, name).await?;
+        release(deployments, name, &ctx.own_writes).await?;
     }
     Ok((all, disappeared))
 }
@@ -358,6 +366,7 @@ async fn release_untargeted(
 async fn apply_plan(
     deployments: &Api<Deployment>,
     plan: &inject::Plan,
+    own: &OwnWrites,
 ) -> Result<Option<inject::PlanProblem>, Error> {
     if plan.up_to_date {
         return Ok(None);
@@ -367,7 +376,9 @@ async fn apply_plan(
         .patch(&plan.deployment, &pp, &Patch::Apply(&plan.patch))
         .await
     {
-        Ok(_) => {
+        Ok(d) => {
+            let (ns, rv) = (d.metadata.namespace.as_deref(), d.metadata.resource_version.as_deref());
+            own.record(OwnWrites::DEPLOYMENT, ns.unwrap_or_default(), &plan.deployment, rv);
             info!(deployment = %plan.deployment, "configuration injected");
             Ok(None)
         }
@@ -386,6 +397,7 @@ async fn apply_plan(
 /// Deployment, all targets merged), only where it differs.
 async fn inject_deployments(
     mmi: &MicrosoftMailIntegration,
+    ctx: &Context,
     deployments: &Api<Deployment>,
     previous: &MicrosoftMailIntegrationStatus,
     secret_name: &str,
@@ -393,12 +405,12 @@ async fn inject_deployments(
     note: &str,
 ) -> Result<InjectionReport, Error> {
     let ns = mmi.namespace().unwrap_or_default();
-    let (all, disappeared) = release_untargeted(mmi, deployments, previous).await?;
+    let (all, disappeared) = release_untargeted(mmi, ctx, deployments, previous).await?;
     let (plans, mut problems) =
         inject::plan_targets(&mmi.spec.targets, &all, &ns, secret_name, config_fp);
     let mut injected: Vec<InjectedTarget> = vec![];
     for plan in plans {
-        if let Some(p) = apply_plan(deployments, &plan).await? {
+        if let Some(p) = apply_plan(deployments, &plan, &ctx.own_writes).await? {
             problems.push(p);
             continue;
         }
@@ -454,18 +466,23 @@ async fn inject_deployments(
 /// to a missing object is a create (refused: 422 for a Deployment without a spec, 403 in a
 /// terminating namespace), so a failure is checked with a fresh read: a Deployment deleted
 /// meanwhile is released already.
-async fn release(deployments: &Api<Deployment>, name: &str) -> Result<(), Error> {
+async fn release(deployments: &Api<Deployment>, name: &str, own: &OwnWrites) -> Result<(), Error> {
     let ns = deployments.namespace().unwrap_or_default();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let Err(err) = deployments
+    let patched = deployments
         .patch(name, &pp, &Patch::Apply(&inject::release_patch(ns, name)))
-        .await
-    else {
-        info!(
-            deployment = name,
-            "removed the operator's env entries and annotation"
-        );
-        return Ok(());
+        .await;
+    let err = match patched {
+        Err(err) => err,
+        Ok(d) => {
+            let rv = d.metadata.resource_version.as_deref();
+            own.record(OwnWrites::DEPLOYMENT, ns, name, rv);
+            info!(
+                deployment = name,
+                "removed the operator's env entries and annotation"
+            );
+            return Ok(());
+        }
     };
     match deployments.get_opt(name).await? {
         None => {
@@ -479,6 +496,38 @@ async fn release(deployments: &Api<Deployment>, name: &str) -> Result<(), Error>
     }
 }
 
+/// The Deployments the targets select and those named in `also` (injected before), in
+/// full: by name with one GET each, by selector from a metadata-only list (no pod
+/// templates) and then a GET of each match. Listing whole Deployments on every reconcile
+/// cost time and memory in proportion to the namespace.
+async fn targeted_deployments(
+    api: &Api<Deployment>,
+    targets: &[Target],
+    also: &[String],
+) -> Result<Vec<Deployment>, Error> {
+    let mut names: BTreeSet<String> = targets
+        .iter()
+        .filter_map(|t| t.deployment_name.clone())
+        .chain(also.iter().cloned())
+        .collect();
+    if targets.iter().any(|t| t.deployment_name.is_none()) {
+        for d in api.list_metadata(&ListParams::default()).await?.items {
+            let d = Deployment {
+                metadata: d.metadata,
+                ..Default::default()
+            };
+            if targets.iter().any(|t| inject::selects(t, &d)) {
+                names.extend(d.metadata.name);
+            }
+        }
+    }
+    let mut found = vec![];
+    for name in names {
+        found.extend(api.get_opt(&name).await?);
+    }
+    Ok(found)
+}
+
 /// On deletion: give back every Deployment field the operator owns. The managed Secret is
 /// garbage-collected with its owner; the user's Secret is never touched. NocoBase's
 /// variables were deleted before ([`nocobase::cleanup_nocobase`]), when opted in.
@@ -490,12 +539,12 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
         .iter()
         .flat_map(|s| s.injected.iter().map(|i| i.deployment.clone()))
         .collect();
-    let all = deployments.list(&ListParams::default()).await?.items;
+    let all = targeted_deployments(&deployments, &mmi.spec.targets, &before).await?;
     // only Deployments that exist: a deleted one (or a namespace being deleted) has
     // nothing left to give back, and must never hold the deletion up
     let names = inject::holding(&before, &mmi.spec.targets, &all);
     for n in &names {
-        release(&deployments, n).await?;
+        release(&deployments, n, &ctx.own_writes).await?;
     }
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");

@@ -218,6 +218,7 @@ pub fn test_context(
         http: nocobase_mail_operator::http::default_client(None).unwrap(),
         error_backoff: Default::default(),
         allow,
+        own_writes: Default::default(),
     })
 }
 
