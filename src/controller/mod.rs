@@ -3,6 +3,7 @@
 //! /metrics, /healthz and /readyz; elects a leader through a Lease.
 
 pub mod reconcile;
+pub mod rotate;
 pub mod server;
 pub mod validations;
 

@@ -155,8 +155,9 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         }
         None => None,
     };
-    let d = decide(&Inputs {
-        spec: &mmi.spec,
+    let spec = super::rotate::effective_spec(mmi, creds.as_ref());
+    let mut d = decide(&Inputs {
+        spec: &spec,
         generation: mmi.metadata.generation,
         previous: &previous,
         now,
@@ -165,6 +166,12 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         injection: &injection,
         nocobase: nocobase.as_ref(),
     });
+    let rotated =
+        super::rotate::run(mmi, &ctx.client, ctx.validations.client(), &d.status, now).await?;
+    if let Some(outcome) = rotated.outcome {
+        ctx.metrics.rotation_ended(outcome);
+    }
+    crate::rotation::fold(&mut d, rotated, now, mmi.metadata.generation);
 
     if mmi.status.as_ref() != Some(&d.status) {
         let api: Api<MicrosoftMailIntegration> = Api::namespaced(ctx.client.clone(), &ns);
