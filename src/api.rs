@@ -24,6 +24,17 @@ pub mod condition {
     pub const SECRET_EXPIRING: &str = "SecretExpiring";
     pub const INJECTED: &str = "Injected";
     pub const NOCOBASE_SYNCED: &str = "NocoBaseSynced";
+    pub const ROTATED: &str = "Rotated";
+}
+
+/// Annotations a user sets on an integration (by hand or with the CLI).
+pub mod annotation {
+    /// RFC 3339 time: a time newer than the last rotation asks for a rotation now
+    /// (`nocobase-mail-operator rotate NAME`).
+    pub const ROTATE_REQUESTED_AT: &str = "nocobase-mail-operator.dev/rotate-requested-at";
+    /// RFC 3339 time: a time after the new secret was delivered approves removing the old
+    /// one (`nocobase-mail-operator rotate NAME --approve-retire`).
+    pub const RETIRE_APPROVED_AT: &str = "nocobase-mail-operator.dev/retire-approved-at";
 }
 
 pub const DEFAULT_SECRET_KEY: &str = "client-secret";
@@ -33,6 +44,11 @@ pub const DEFAULT_ENV_TENANT_ID: &str = "MICROSOFT_TENANT_ID";
 /// 30 days, 7 days, 1 day, written as Kubernetes (Go) durations.
 pub const DEFAULT_WARN_BEFORE: [&str; 3] = ["720h", "168h", "24h"];
 pub const DEFAULT_VALIDATION_INTERVAL: &str = "6h";
+/// Rotation defaults: start 45 days before expiry (before the 30-day warning), new secrets
+/// live 180 days, the old one stays valid 24 h after the new one is delivered everywhere.
+pub const DEFAULT_ROTATE_BEFORE: &str = "1080h";
+pub const DEFAULT_LIFETIME: &str = "4320h";
+pub const DEFAULT_RETIRE_AFTER: &str = "24h";
 
 // Regular expressions shared by the CEL rules below (RE2 syntax, as the API server runs them).
 const GUID_RE: &str =
@@ -155,6 +171,62 @@ pub struct MicrosoftMailIntegrationSpec {
     /// a rotation reaches NocoBase without a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nocobase: Option<NocoBaseSync>,
+
+    /// Zero-touch rotation: create the next client secret through Microsoft Graph before
+    /// the current one expires, prove it works, deliver it, and remove the old one only once
+    /// every consumer uses the new one. With rotation enabled, the Secret named by
+    /// clientSecretRef belongs to the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSettings>,
+}
+
+/// When and how the operator rotates the client secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.lifetime) || !has(self.rotateBefore) || !self.lifetime.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || !self.rotateBefore.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.lifetime) > duration(self.rotateBefore)").message("lifetime must be longer than rotateBefore, or every new secret would be due for rotation at once"))]
+pub struct RotationSettings {
+    /// Rotate the client secret automatically (off by default).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Start a rotation this long before the secret in use expires (a Go duration; default
+    /// 1080h = 45 days, so the 30/7/1-day warnings fire only when rotation is stuck).
+    #[serde(default = "default_rotate_before")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s')").message("rotateBefore must be a positive duration such as 1080h"))]
+    pub rotate_before: String,
+    /// Lifetime of each new secret: its endDateTime is creation + lifetime (default 4320h =
+    /// 180 days). A tenant app-management policy may refuse long lifetimes.
+    #[serde(default = "default_lifetime")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s')").message("lifetime must be a positive duration such as 4320h"))]
+    pub lifetime: String,
+    /// How long the old secret stays valid after the new one reached every consumer
+    /// (default 24h, at least 1m).
+    #[serde(default = "default_retire_after")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) >= duration('1m')").message("retireAfter must be a duration of at least 1m, such as 24h"))]
+    pub retire_after: String,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            rotate_before: default_rotate_before(),
+            lifetime: default_lifetime(),
+            retire_after: default_retire_after(),
+        }
+    }
+}
+
+fn default_rotate_before() -> String {
+    DEFAULT_ROTATE_BEFORE.to_owned()
+}
+fn default_lifetime() -> String {
+    DEFAULT_LIFETIME.to_owned()
+}
+fn default_retire_after() -> String {
+    DEFAULT_RETIRE_AFTER.to_owned()
 }
 
 /// Where and how to write the variables into NocoBase.
@@ -496,6 +568,99 @@ pub struct MicrosoftMailIntegrationStatus {
     /// only), and which variables it created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nocobase: Option<crate::nocobase::SyncedState>,
+
+    /// Where the secret rotation stands (only with spec.rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+}
+
+/// A step of the rotation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RotationPhase {
+    /// No rotation in flight.
+    #[default]
+    Idle,
+    /// An attempt ID is recorded; the new secret is being created through Graph and stored.
+    Creating,
+    /// The new secret is stored; Microsoft is asked until it accepts it (up to 10 minutes).
+    Validating,
+    /// The new secret works and goes out to the managed Secret, Deployments and NocoBase.
+    Delivering,
+    /// Every consumer uses the new secret; the old one is removed at retireAt.
+    Retiring,
+    /// The attempt failed; the old secret is still in place and in use. Retried with backoff.
+    Failed,
+}
+
+/// Progress of the client-secret rotation. Secret values are never recorded: key IDs,
+/// times and keyed fingerprints only.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// Idle, Creating, Validating, Delivering, Retiring or Failed.
+    pub phase: RotationPhase,
+    /// ID of the attempt in flight; also in the new credential's displayName in Entra, so a
+    /// credential created just before a crash is found and removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<String>,
+    /// keyId of the credential this attempt created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_key_id: Option<String>,
+    /// keyId of the credential being replaced, when it could be identified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_key_id: Option<String>,
+    /// When the old credential is removed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_at: Option<String>,
+    /// When the last rotation completed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<String>,
+    /// What is happening or what it waits for, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Why the last attempt failed or why the rotation waits, in one CamelCase word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the current phase began (RFC 3339): bounds validation and rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<String>,
+    /// Consecutive failed attempts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: i32,
+    /// When a failed rotation is tried again (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+    /// Since when rotation has been failing (RFC 3339); cleared by a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    /// The rotate-requested-at annotation value last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
+    /// Keyed fingerprint of the secret value before this attempt (tells whether the new
+    /// value reached the Secret before a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_secret_fingerprint: Option<String>,
+    /// Keyed fingerprint of the value this attempt created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_secret_fingerprint: Option<String>,
+    /// endDateTime of the secret this attempt created (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_secret_expires_at: Option<String>,
+    /// The lifetime a tenant policy refused (PolicyRefused): not tried again until
+    /// spec.rotation.lifetime changes or a rotation is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_lifetime: Option<String>,
+    /// Keyed fingerprint of the delivered value the operator created last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_secret_fingerprint: Option<String>,
+    /// Its endDateTime: the expiry of the secret in use while the Secret holds that value,
+    /// whatever spec.secretExpiry.expiresAt (which describes the secret you gave) says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_secret_expires_at: Option<String>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// Where an expiry date came from.

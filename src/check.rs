@@ -59,6 +59,11 @@ pub struct CheckArgs {
     /// App of a multi-app NocoBase (X-App header).
     #[arg(long, value_name = "APP")]
     pub nocobase_app: Option<String>,
+    /// Also tell whether these credentials may add and remove client secrets of their own
+    /// app registration (for spec.rotation): the token's permission and ownership, read
+    /// through Graph; nothing is created. Exit status 5 when they may not.
+    #[arg(long)]
+    pub can_rotate: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,11 +98,18 @@ pub async fn run(args: CheckArgs) -> ExitCode {
         (Some(url), Outcome::Valid) => Some(check_nocobase(url, &args).await),
         _ => None,
     };
+    let rotate = match (args.can_rotate, verdict.outcome) {
+        (true, Outcome::Valid) => Some(check_can_rotate(&args).await),
+        _ => None,
+    };
     match args.output {
         OutputFormat::Json => {
             let mut v = to_json(&verdict);
             if let Some(nb) = &nocobase {
                 v["nocobase"] = nb.clone();
+            }
+            if let Some(r) = &rotate {
+                v["canRotate"] = r.clone();
             }
             println!("{v}");
         }
@@ -106,11 +118,40 @@ pub async fn run(args: CheckArgs) -> ExitCode {
             if let Some(nb) = &nocobase {
                 println!("NocoBase: {}", nb["message"].as_str().unwrap_or_default());
             }
+            if let Some(r) = &rotate {
+                println!("Rotation: {}", r["message"].as_str().unwrap_or_default());
+            }
         }
     }
-    match nocobase {
-        Some(nb) if nb["ok"] != true => ExitCode::from(4),
+    match (nocobase, rotate) {
+        (Some(nb), _) if nb["ok"] != true => ExitCode::from(4),
+        (_, Some(r)) if r["allowed"] != true => ExitCode::from(5),
         _ => ExitCode::from(verdict.outcome.exit_code()),
+    }
+}
+
+/// Whether these credentials may add passwords to their own registration (permission in
+/// the token, ownership through Graph); creates nothing.
+async fn check_can_rotate(args: &CheckArgs) -> serde_json::Value {
+    let creds = match read_secret(args).map(|secret| check_input(&raw(args, &secret))) {
+        Ok(Ok(c)) => c,
+        _ => {
+            return json!({"allowed": false, "reason": "UnreadableSecret", "message": "the secret could not be read again"});
+        }
+    };
+    let opts = ClientOptions {
+        ca_bundle_pem: args.ca_bundle.as_ref().and_then(|p| std::fs::read(p).ok()),
+        ..Default::default()
+    };
+    let client = match MicrosoftClient::new(opts) {
+        Ok(c) => c,
+        Err(e) => return json!({"allowed": false, "reason": "UnreadableCaBundle", "message": e}),
+    };
+    match crate::microsoft::passwords::can_rotate(&client, &creds).await {
+        Ok(r) => json!({"allowed": r.allowed, "reason": null, "permission": r.permission,
+                        "owner": r.owner, "message": r.message}),
+        Err(e) => json!({"allowed": false, "reason": e.reason, "permission": null, "owner": null,
+                         "message": e.message}),
     }
 }
 
@@ -154,20 +195,23 @@ async fn check_nocobase(url: &str, args: &CheckArgs) -> serde_json::Value {
     }
 }
 
-async fn verdict(args: &CheckArgs) -> Verdict {
-    let secret = match read_secret(args) {
-        Ok(s) => s,
-        Err(message) => return invalid("UnreadableSecret", message),
-    };
-    let raw = RawCredentials {
+fn raw<'a>(args: &'a CheckArgs, secret: &'a SecretSlice<u8>) -> RawCredentials<'a> {
+    RawCredentials {
         tenant_id: &args.tenant_id,
         client_id: &args.client_id,
         client_secret: secret.expose_secret(),
         cloud: args.cloud.into(),
         authority_host: args.authority_host.as_deref(),
         graph_host: args.graph_host.as_deref(),
+    }
+}
+
+async fn verdict(args: &CheckArgs) -> Verdict {
+    let secret = match read_secret(args) {
+        Ok(s) => s,
+        Err(message) => return invalid("UnreadableSecret", message),
     };
-    let creds = match check_input(&raw) {
+    let creds = match check_input(&raw(args, &secret)) {
         Ok(c) => c,
         Err(p) => return p.into(),
     };

@@ -25,7 +25,7 @@ pub enum Command {
     ///
     /// Exit status: 0 valid, 1 rejected by Microsoft, 2 invalid input (nothing was sent),
     /// 3 Microsoft unavailable (could not decide), 4 valid but NocoBase refused
-    /// (with --nocobase-url).
+    /// (with --nocobase-url), 5 valid but may not rotate its own secrets (with --can-rotate).
     Check(CheckArgs),
     /// Show, offline, what the operator would write into the targeted Deployments and the
     /// managed Secret (values redacted), from YAML files. Exit 1 when a target or
@@ -33,6 +33,23 @@ pub enum Command {
     Render(RenderArgs),
     /// Print the CustomResourceDefinition YAML (what `kubectl apply -f crds/` installs).
     Crd,
+    /// Ask the operator to rotate an integration's client secret now (sets the annotation
+    /// nocobase-mail-operator.dev/rotate-requested-at, like `cmctl renew`), or, with
+    /// --approve-retire, approve removing the old secret once the new one is delivered.
+    Rotate(RotateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// The MicrosoftMailIntegration.
+    pub name: String,
+    /// Its namespace (default: the kubeconfig's current namespace).
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Approve removing the old secret (annotation nocobase-mail-operator.dev/retire-approved-at):
+    /// for when the operator cannot see whether the email manager already uses the new one.
+    #[arg(long)]
+    pub approve_retire: bool,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +184,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Rotate(args) => {
+            crate::telemetry::init_cli_logging();
+            runtime().block_on(rotate(args))
+        }
         Command::Render(args) => {
             crate::telemetry::init_cli_logging();
             let allow = match args.allow.to_allow_list() {
@@ -182,6 +203,37 @@ pub fn run(cli: Cli) -> ExitCode {
 fn usage_error(e: &str) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
+}
+
+async fn rotate(args: RotateArgs) -> ExitCode {
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot reach the cluster: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ns = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+        .expect("the clock is in range");
+    match crate::controller::rotate::request(client, &ns, &args.name, args.approve_retire, now)
+        .await
+    {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            eprintln!("MicrosoftMailIntegration {ns}/{} not found", args.name);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("could not annotate {ns}/{}: {e}", args.name);
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

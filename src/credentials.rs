@@ -42,7 +42,10 @@ pub fn read(
             ),
         ));
     };
-    let Some(value) = secret_value(secret, &r.key) else {
+    // while a rotated value is not yet proven, the previous one stays the one in use
+    let rotation = mmi.status.as_ref().and_then(|s| s.rotation.as_ref());
+    let key = crate::rotation::key_in_use(&r.key, rotation, |k| secret_value(secret, k).is_some());
+    let Some(value) = secret_value(secret, &key) else {
         let mut keys: Vec<&str> = secret
             .data
             .iter()

@@ -48,3 +48,9 @@ pub fn fingerprint_key(mmi: &crate::api::MicrosoftMailIntegration) -> String {
     mmi.uid()
         .unwrap_or_else(|| format!("{}/{}", mmi.namespace().unwrap_or_default(), mmi.name_any()))
 }
+
+/// Keyed fingerprint of one secret value alone (rotation: which value is in the Secret,
+/// the one before the attempt or the one the operator created). 128 bits, as above.
+pub fn value_fingerprint(key: &[u8], value: &[u8]) -> String {
+    keyed(key, &[b"rotation-value", value])
+}

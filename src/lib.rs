@@ -17,6 +17,7 @@
 //! - [`check`]: the `check` command's report.
 //! - [`telemetry`]: logging and metrics.
 //! - [`render`]: the `render` command.
+//! - [`rotation`]: the pure decision core of client-secret rotation.
 //! - [`cli`]: the command line.
 
 pub mod allow;
@@ -37,4 +38,5 @@ pub mod microsoft;
 pub mod nocobase;
 pub mod rbac;
 pub mod render;
+pub mod rotation;
 pub mod telemetry;

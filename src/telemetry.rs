@@ -52,6 +52,11 @@ pub struct ValidationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: String,
     pub status: String,
@@ -88,6 +93,9 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_errors: Counter,
     pub reconcile_duration: Histogram,
+    pub rotations: Family<OutcomeLabels, Counter>,
+    pub last_rotation: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    pub rotation_failing_since: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -154,8 +162,12 @@ impl Default for Metrics {
             "Time spent in one reconcile",
             reconcile_duration.clone(),
         );
+        let (rotations, last_rotation, rotation_failing_since) = rotation_metrics(&mut registry);
         Self {
             registry,
+            rotations,
+            last_rotation,
+            rotation_failing_since,
             secret_expiry,
             credentials_valid,
             ready,
@@ -168,6 +180,35 @@ impl Default for Metrics {
             reconcile_duration,
         }
     }
+}
+
+type RotationMetrics = (
+    Family<OutcomeLabels, Counter>,
+    Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+);
+
+/// The rotation metrics: outcomes, last success and failing-since per integration.
+fn rotation_metrics(registry: &mut Registry) -> RotationMetrics {
+    let rotations = Family::<OutcomeLabels, Counter>::default();
+    registry.register(
+        "rotations",
+        "Client-secret rotations that ended, by outcome (Succeeded, Failed)",
+        rotations.clone(),
+    );
+    let last_rotation = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "last_rotation_timestamp_seconds",
+        "When the client secret was last rotated successfully (Unix time)",
+        last_rotation.clone(),
+    );
+    let rotation_failing_since = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "rotation_failing_since_timestamp_seconds",
+        "Since when the rotation has been failing (Unix time); absent while it is not",
+        rotation_failing_since.clone(),
+    );
+    (rotations, last_rotation, rotation_failing_since)
 }
 
 impl Metrics {
@@ -239,6 +280,7 @@ impl Metrics {
                 self.secret_expiry.remove(&l);
             }
         }
+        self.set_rotation(&l, status);
         if let Some(t) = status
             .last_validation
             .as_ref()
@@ -247,6 +289,40 @@ impl Metrics {
             self.last_decisive
                 .get_or_create(&l)
                 .set(t.as_second() as f64);
+        }
+    }
+
+    /// Counts a rotation that ended this round.
+    pub fn rotation_ended(&self, outcome: &str) {
+        self.rotations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    fn set_rotation(&self, l: &IntegrationLabels, status: &MicrosoftMailIntegrationStatus) {
+        let at = |s: Option<&String>| s.and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let r = status.rotation.as_ref();
+        match at(r.and_then(|r| r.last_rotation_time.as_ref())) {
+            Some(t) => {
+                self.last_rotation
+                    .get_or_create(l)
+                    .set(t.as_second() as f64);
+            }
+            None => {
+                self.last_rotation.remove(l);
+            }
+        }
+        match at(r.and_then(|r| r.failing_since.as_ref())) {
+            Some(t) => {
+                self.rotation_failing_since
+                    .get_or_create(l)
+                    .set(t.as_second() as f64);
+            }
+            None => {
+                self.rotation_failing_since.remove(l);
+            }
         }
     }
 
@@ -260,6 +336,8 @@ impl Metrics {
         self.credentials_valid.remove(&l);
         self.ready.remove(&l);
         self.last_decisive.remove(&l);
+        self.last_rotation.remove(&l);
+        self.rotation_failing_since.remove(&l);
     }
 
     /// Prometheus text exposition.

@@ -39,11 +39,12 @@ const OPTIONS: &[&[&str]] = &[
     &["--set", "metrics.bindAddress=127.0.0.1:8081"],
 ];
 
-const ALERTS: [&str; 4] = [
+const ALERTS: [&str; 5] = [
     "NocoBaseMailSecretExpiringSoon",
     "NocoBaseMailSecretExpired",
     "NocoBaseMailCredentialsRejected",
     "NocoBaseMailValidationUnavailable",
+    "NocoBaseMailRotationFailing",
 ];
 
 fn helm_path() -> &'static Path {
@@ -766,6 +767,10 @@ fn service_monitor_and_prometheus_rule_are_opt_in() {
     assert!(expr(3).contains("> 6 * 3600"), "{}", expr(3));
     assert_eq!(rules[3]["for"], "15m");
     assert_eq!(rules[3]["labels"]["severity"], "warning");
+    // a rotation failing for a day (from the metric's own timestamp: survives restarts)
+    assert!(expr(4).contains("nocobase_mail_rotation_failing_since_timestamp_seconds"));
+    assert!(expr(4).contains("> 24 * 3600"), "{}", expr(4));
+    assert_eq!(rules[4]["labels"]["severity"], "warning");
 
     // Thresholds come from values.
     let r = template(&[
@@ -777,10 +782,13 @@ fn service_monitor_and_prometheus_rule_are_opt_in() {
         "prometheusRule.validationUnavailableHours=12",
         "--set",
         "prometheusRule.credentialsRejectedFor=5m",
+        "--set",
+        "prometheusRule.rotationFailingHours=48",
     ]);
     let rules = &r.one("PrometheusRule")["spec"]["groups"][0]["rules"];
     assert!(rules[0]["expr"].as_str().unwrap().contains("< 30 * 86400"));
     assert!(rules[3]["expr"].as_str().unwrap().contains("> 12 * 3600"));
+    assert!(rules[4]["expr"].as_str().unwrap().contains("> 48 * 3600"));
     assert_eq!(rules[2]["for"], "5m");
 }
 

@@ -534,3 +534,49 @@ fn cel_and_rust_bound_names_and_refuse_empty_selectors() {
         }
     }
 }
+
+/// spec.rotation: the CEL rules and the pure checks of `rotation::settings` agree.
+#[test]
+fn rotation_settings_cel_and_rust_agree() {
+    use nocobase_mail_operator::api::RotationSettings;
+    use nocobase_mail_operator::rotation::settings;
+    let cases = [
+        (json!({"enabled": true}), true),
+        (
+            json!({"enabled": true, "rotateBefore": "48h", "lifetime": "72h", "retireAfter": "1m"}),
+            true,
+        ),
+        (json!({"rotateBefore": "0s"}), false),
+        (json!({"lifetime": "-5h"}), false),
+        (json!({"lifetime": "30d"}), false),
+        (json!({"retireAfter": "59s"}), false),
+        (json!({"retireAfter": "0s"}), false),
+        (json!({"lifetime": "1080h"}), false),
+        (json!({"lifetime": "1000h"}), false),
+        (json!({"rotateBefore": "1h", "lifetime": "1h0m1s"}), true),
+    ];
+    for (r, ok) in cases {
+        // admission sees the defaults filled in, as the API server applies them first
+        let typed: RotationSettings = serde_json::from_value(r.clone()).unwrap();
+        let full = serde_json::to_value(&typed).unwrap();
+        let cel = admit(with(&["rotation"], full));
+        assert_eq!(cel.is_ok(), ok, "CEL for {r}: {cel:?}");
+        assert_eq!(settings(&typed).is_ok(), ok, "Rust for {r}");
+    }
+    let err = admit(with(
+        &["rotation"],
+        json!({"rotateBefore": "1080h", "lifetime": "100h", "retireAfter": "24h"}),
+    ))
+    .unwrap_err();
+    assert!(err.contains("longer than rotateBefore"), "{err}");
+    let typed: RotationSettings = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(
+        (
+            typed.enabled,
+            typed.rotate_before.as_str(),
+            typed.lifetime.as_str(),
+            typed.retire_after.as_str()
+        ),
+        (false, "1080h", "4320h", "24h")
+    );
+}

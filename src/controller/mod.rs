@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod index;
 pub mod reconcile;
+pub mod rotate;
 pub mod server;
 pub mod validations;
 

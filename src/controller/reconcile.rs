@@ -191,8 +191,9 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         ),
         None => None,
     };
-    let d = decide(&Inputs {
-        spec: &mmi.spec,
+    let spec = super::rotate::effective_spec(mmi, creds.as_ref());
+    let mut d = decide(&Inputs {
+        spec: &spec,
         generation: mmi.metadata.generation,
         previous: &previous,
         now,
@@ -201,6 +202,22 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         injection: &injection,
         nocobase: nocobase.as_ref(),
     });
+    // Graph writes go only to allowed hosts: a refused integration rotates nothing (its
+    // HostNotAllowed is already on CredentialsValid) and keeps its rotation status.
+    let rotated = if crate::allow::check_resource(&name, &mmi.spec, &ctx.allow).is_ok() {
+        super::rotate::run(mmi, &ctx.client, ctx.validations.client(), &d.status, now).await?
+    } else {
+        crate::rotation::Transition {
+            status: previous.rotation.clone(),
+            events: vec![],
+            requeue: None,
+            outcome: None,
+        }
+    };
+    if let Some(outcome) = rotated.outcome {
+        ctx.metrics.rotation_ended(outcome);
+    }
+    crate::rotation::fold(&mut d, rotated, now, mmi.metadata.generation);
 
     if mmi.status.as_ref() != Some(&d.status) {
         let api: Api<MicrosoftMailIntegration> = Api::namespaced(ctx.client.clone(), &ns);
@@ -336,7 +353,16 @@ async fn inject_targets(
             }
         });
     };
-    inject_deployments(mmi, ctx, &deployments, previous, &secret_name, &config_fp, &note).await
+    inject_deployments(
+        mmi,
+        ctx,
+        &deployments,
+        previous,
+        &secret_name,
+        &config_fp,
+        &note,
+    )
+    .await
 }
 
 /// Reads the targeted and the previously injected Deployments and gives back what the operator owns in those it
@@ -377,8 +403,16 @@ async fn apply_plan(
         .await
     {
         Ok(d) => {
-            let (ns, rv) = (d.metadata.namespace.as_deref(), d.metadata.resource_version.as_deref());
-            own.record(OwnWrites::DEPLOYMENT, ns.unwrap_or_default(), &plan.deployment, rv);
+            let (ns, rv) = (
+                d.metadata.namespace.as_deref(),
+                d.metadata.resource_version.as_deref(),
+            );
+            own.record(
+                OwnWrites::DEPLOYMENT,
+                ns.unwrap_or_default(),
+                &plan.deployment,
+                rv,
+            );
             info!(deployment = %plan.deployment, "configuration injected");
             Ok(None)
         }

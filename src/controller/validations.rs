@@ -47,6 +47,11 @@ impl ValidationCache {
         }
     }
 
+    /// The Microsoft client, for calls that must never be shared or cached (rotation).
+    pub fn client(&self) -> &MicrosoftClient {
+        &self.client
+    }
+
     /// Validates, or joins a validation of the same credentials in flight, or reuses a
     /// definitive answer (Valid or Rejected) given less than `max_age` (and the cache's TTL)
     /// ago. An Unavailable answer is shared only with the requests that joined it in flight:

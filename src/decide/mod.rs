@@ -201,6 +201,8 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             Some(nb) => Some(nb.state.clone()).filter(|st| *st != Default::default()),
             None => i.previous.nocobase.clone(),
         },
+        // the rotation module (crate::rotation) owns this part
+        rotation: i.previous.rotation.clone(),
     };
     let requeue_after = records::requeue_after(i.spec, &status, fp, a.next_change, now);
     Decision {

@@ -131,7 +131,23 @@ impl MicrosoftClient {
         retry_after.map_or(jittered, |r| r.max(jittered))
     }
 
-    fn observe(&self, endpoint: &'static str, status: u16, took: Duration) {
+    /// An app-only Graph token for `creds` (one attempt; rotation retries on its own
+    /// schedule), or the verdict explaining why there is none.
+    pub async fn access_token(
+        &self,
+        creds: &Credentials,
+    ) -> Result<secrecy::SecretString, Verdict> {
+        match self.token_once(creds).await {
+            (_, Some(token)) => Ok(secrecy::SecretString::from(token)),
+            (verdict, None) => Err(verdict),
+        }
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn observe(&self, endpoint: &'static str, status: u16, took: Duration) {
         if let Some(o) = &self.opts.observer {
             o(endpoint, status, took);
         }

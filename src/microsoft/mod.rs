@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod client;
 pub mod graph;
+pub mod passwords;
 pub mod verdict;
 
 pub use client::{ClientOptions, MicrosoftClient, RequestObserver};

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod entra;
 pub mod fake_api;
 pub mod nocobase_emu;
 
