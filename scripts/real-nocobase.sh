@@ -290,6 +290,8 @@ cmd_start() {
   exec 9>"$HOME_DIR/lock"
   flock 9
   if key_works; then
+    # Started by someone else: a `stop-started` after this start stops nothing.
+    : >"$STARTED"
     log "reusing the running NocoBase on $URL"
     echo "$ENV_FILE"
     return
