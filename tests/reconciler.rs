@@ -866,7 +866,8 @@ async fn a_long_non_ascii_microsoft_message_still_makes_its_event() {
         .unwrap()
         .to_owned();
     assert!(note.len() <= 1024, "{} bytes", note.len());
-    assert!(note.contains("ЖЖЖ") && note.ends_with('…'), "{note}");
+    // Microsoft's sentence is itself cut to 300 characters (issue 11), the note to 1,024 bytes
+    assert!(note.contains("ЖЖЖ") && note.contains('…'), "{note}");
 }
 
 impl Harness {
