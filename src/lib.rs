@@ -18,9 +18,13 @@
 //! - [`telemetry`]: logging and metrics.
 //! - [`render`]: the `render` command.
 //! - [`cli`]: the command line.
+//! - [`mailsettings`]: the email manager's own settings: pure plan and the write sequence.
+//! - [`appreg`]: the pure check of the app registration for the email manager.
 
 pub mod api;
+pub mod appreg;
 pub mod check;
+pub mod check_mail;
 pub mod cli;
 pub mod clock;
 pub mod controller;
@@ -32,6 +36,7 @@ pub mod fingerprint;
 pub mod http;
 pub mod inject;
 pub mod input;
+pub mod mailsettings;
 pub mod microsoft;
 pub mod nocobase;
 pub mod rbac;

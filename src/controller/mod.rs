@@ -2,6 +2,7 @@
 //! Deployments (metadata only) they point at, in all namespaces or in those given; serves
 //! /metrics, /healthz and /readyz; elects a leader through a Lease.
 
+mod mail;
 pub mod reconcile;
 pub mod server;
 pub mod validations;

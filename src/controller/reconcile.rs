@@ -155,6 +155,8 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         }
         None => None,
     };
+    let mail_settings =
+        super::mail::sync_mail_settings(mmi, ctx, &previous, &check, creds.as_ref(), gate).await?;
     let d = decide(&Inputs {
         spec: &mmi.spec,
         generation: mmi.metadata.generation,
@@ -164,6 +166,7 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         attempt: attempt.as_ref(),
         injection: &injection,
         nocobase: nocobase.as_ref(),
+        mail_settings: mail_settings.as_ref(),
     });
 
     if mmi.status.as_ref() != Some(&d.status) {
@@ -200,7 +203,8 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
     }
     ctx.metrics.set_integration(&ns, &name, &d.status);
     // a NocoBase that is down or restarting is asked again soon, not at the next validation
-    let nocobase_retry = nocobase.as_ref().is_some_and(|nb| nb.retry_soon);
+    let nocobase_retry = nocobase.as_ref().is_some_and(|nb| nb.retry_soon)
+        || mail_settings.as_ref().is_some_and(|m| m.retry_soon);
     let requeue = if nocobase_retry {
         d.requeue_after.min(Duration::from_secs(30))
     } else {
@@ -369,7 +373,7 @@ async fn inject_targets(
 }
 
 /// Reads the NocoBase API key from its Secret.
-async fn nocobase_client(
+pub(super) async fn nocobase_client(
     mmi: &MicrosoftMailIntegration,
     nb: &NocoBaseSync,
     ctx: &Context,
@@ -596,6 +600,7 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
             ),
         }
     }
+    super::mail::cleanup_mail_settings(mmi, ctx).await?;
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");
     Ok(Action::await_change())

@@ -104,6 +104,21 @@ pub struct NocoBaseReport {
     pub retry_soon: bool,
 }
 
+/// What the email manager's settings step achieved this round (only with
+/// `spec.nocobase.mailSettings.enabled`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailSettingsReport {
+    pub status: ConditionStatus,
+    pub reason: String,
+    pub message: String,
+    /// What to record in status.
+    pub state: Option<crate::api::MailSettingsStatus>,
+    /// Fields written this round (a Normal Event says so).
+    pub writes: usize,
+    /// A transient failure (NocoBase down or restarting): ask again soon.
+    pub retry_soon: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventSpec {
     pub warning: bool,
@@ -123,6 +138,8 @@ pub struct Inputs<'a> {
     pub injection: &'a InjectionReport,
     /// `None` when `spec.nocobase` is not set.
     pub nocobase: Option<&'a NocoBaseReport>,
+    /// `None` when `spec.nocobase.mailSettings` is not enabled.
+    pub mail_settings: Option<&'a MailSettingsReport>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -149,12 +166,19 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         &i.injection.reason,
         &i.injection.message,
     );
+    let appreg = i
+        .spec
+        .nocobase
+        .as_ref()
+        .map(|nb| conditions::app_registration(nb, verdict));
     let ready = conditions::ready(&ReadyInput {
         credentials: &cv,
         expiry: &se,
         stage: &a.stage,
         injection: i.injection,
         nocobase: i.nocobase,
+        mail_settings: i.mail_settings,
+        app_registration: appreg.as_ref(),
         missing_permissions: verdict.map_or(&[][..], |l| &l.missing_permissions),
     });
 
@@ -167,6 +191,12 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         .collect();
     if let Some(nb) = i.nocobase {
         evs.extend(events::nocobase_events(i.previous, nb));
+    }
+    if let Some(ms) = i.mail_settings {
+        evs.extend(events::mail_settings_events(i.previous, ms));
+    }
+    if let Some(r) = &appreg {
+        evs.extend(events::app_registration_event(i.previous, r));
     }
 
     let mut conds = i.previous.conditions.clone();
@@ -182,6 +212,17 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         }
         None => conds.retain(|c| c.type_ != condition::NOCOBASE_SYNCED),
     }
+    match i.mail_settings {
+        Some(ms) => {
+            let c = Cond::new(ms.status, &ms.reason, &ms.message);
+            set_condition(&mut conds, condition::MAIL_SETTINGS_SYNCED, &c, now, g);
+        }
+        None => conds.retain(|c| c.type_ != condition::MAIL_SETTINGS_SYNCED),
+    }
+    match &appreg {
+        Some(c) => set_condition(&mut conds, condition::APP_REGISTRATION_READY, c, now, g),
+        None => conds.retain(|c| c.type_ != condition::APP_REGISTRATION_READY),
+    }
     let status = MicrosoftMailIntegrationStatus {
         observed_generation: g,
         conditions: conds,
@@ -196,6 +237,10 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         nocobase: match i.nocobase {
             Some(nb) => Some(nb.state.clone()).filter(|st| *st != Default::default()),
             None => i.previous.nocobase.clone(),
+        },
+        mail_settings: match i.mail_settings {
+            Some(ms) => ms.state.clone(),
+            None => i.previous.mail_settings.clone(),
         },
     };
     let requeue_after = records::requeue_after(i.spec, &status, fp, a.next_change, now);

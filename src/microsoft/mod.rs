@@ -7,7 +7,7 @@ pub mod graph;
 pub mod verdict;
 
 pub use client::{ClientOptions, MicrosoftClient, RequestObserver};
-pub use verdict::{ExpiryInfo, GraphFindings, Outcome, Verdict, reason};
+pub use verdict::{ExpiryInfo, GraphFindings, Outcome, Registration, Verdict, reason};
 
 use crate::input::InputProblem;
 

@@ -8,9 +8,11 @@
 //! without restarting the pod. See `docs/nocobase.md`.
 
 pub mod client;
+pub mod records;
 pub mod sync;
 
 pub use client::{Listed, NocoBaseClient, NocoBaseOptions, SyncError, VarKind, VarWrite};
+pub use records::{Fields, ReadValue, Record};
 pub use sync::{
     CleanupOutcome, Conflict, Desired, DesiredVar, Plan, Step, StepAction, SyncOutcome,
     SyncedState, SyncedVariable, cleanup, cleanup_plan, plan, sync, value_fingerprint,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub mod fake_api;
 pub mod nocobase_emu;
+pub mod real_nocobase;
 
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
