@@ -5,46 +5,35 @@
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::reconcile::{Context, Error, nocobase_client};
 use crate::api::{
     MailSettings, MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, NocoBaseSync,
 };
 use crate::decide::{ConditionStatus, CredentialCheck, Delivery, MailSettingsReport};
 use crate::input::Credentials;
 use crate::mailsettings::{self, Wanted, reason};
+use crate::nocobase::NocoBaseClient;
 
-/// With `spec.nocobase.mailSettings.enabled`: writes the validated client ID and secret
-/// into the email manager's settings record. `None` when not enabled.
-pub(super) async fn sync_mail_settings(
-    mmi: &MicrosoftMailIntegration,
-    ctx: &Context,
-    previous: &MicrosoftMailIntegrationStatus,
-    check: &CredentialCheck,
-    creds: Option<&Credentials>,
-    gate: Delivery,
-) -> Result<Option<MailSettingsReport>, Error> {
-    let Some(nb) = &mmi.spec.nocobase else {
-        return Ok(None);
-    };
-    let Some(ms) = nb.mail_settings.as_ref().filter(|m| m.enabled) else {
-        return Ok(None);
-    };
-    sync_enabled(mmi, nb, ms, ctx, previous, check, creds, gate)
-        .await
-        .map(Some)
+/// The NocoBase and mail settings blocks, when writing the email manager's settings is
+/// enabled.
+pub(super) fn enabled(mmi: &MicrosoftMailIntegration) -> Option<(&NocoBaseSync, &MailSettings)> {
+    let nb = mmi.spec.nocobase.as_ref()?;
+    nb.mail_settings
+        .as_ref()
+        .filter(|m| m.enabled)
+        .map(|m| (nb, m))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn sync_enabled(
+/// Writes the validated client ID and secret into the email manager's settings record.
+/// `client` is the NocoBase client, or why there is none (the API key's Secret).
+pub(super) async fn sync_mail_settings(
     mmi: &MicrosoftMailIntegration,
-    nb: &NocoBaseSync,
     ms: &MailSettings,
-    ctx: &Context,
+    client: Result<NocoBaseClient, (String, String)>,
     previous: &MicrosoftMailIntegrationStatus,
     check: &CredentialCheck,
     creds: Option<&Credentials>,
     gate: Delivery,
-) -> Result<MailSettingsReport, Error> {
+) -> MailSettingsReport {
     let state = previous.mail_settings.clone();
     let report = |status, reason: &str, message: String, state| MailSettingsReport {
         status,
@@ -55,15 +44,15 @@ async fn sync_enabled(
         retry_soon: false,
     };
     let (CredentialCheck::Ready { fingerprint }, Some(c)) = (check, creds) else {
-        return Ok(held_back(state));
+        return held_back(state);
     };
     if gate == Delivery::Withheld {
-        return Ok(held_back(state));
+        return held_back(state);
     }
-    let client = match nocobase_client(mmi, nb, ctx).await? {
+    let client = match client {
         Ok(c) => c,
         Err((reason, message)) => {
-            return Ok(report(ConditionStatus::False, &reason, message, state));
+            return report(ConditionStatus::False, &reason, message, state);
         }
     };
     let wanted = Wanted {
@@ -73,21 +62,22 @@ async fn sync_enabled(
     };
     let uid = mmi.uid().unwrap_or_default();
     let out = mailsettings::sync(&client, ms, &wanted, uid.as_bytes(), state.as_ref()).await;
+    let writes = out.written.len();
     if out.ok {
-        if !out.written.is_empty() {
+        if writes > 0 {
             info!(fields = ?out.written, "email manager settings written");
         }
-        return Ok(MailSettingsReport {
-            writes: out.written.len(),
+        return MailSettingsReport {
+            writes,
             ..report(ConditionStatus::True, out.reason, out.message, out.state)
-        });
+        };
     }
     warn!(reason = out.reason, "email manager settings not written");
-    Ok(MailSettingsReport {
-        writes: out.written.len(),
+    MailSettingsReport {
+        writes,
         retry_soon: out.transient,
         ..report(ConditionStatus::False, out.reason, out.message, out.state)
-    })
+    }
 }
 
 /// Credentials not (yet) accepted: nothing is written; say what the settings hold.
@@ -115,22 +105,28 @@ fn held_back(state: Option<crate::mailsettings::MailSettingsStatus>) -> MailSett
     }
 }
 
-/// On deletion: with `clearOnCleanup`, empties the fields the operator wrote. One
-/// attempt: NocoBase gone for good must not hold the integration forever.
-pub(super) async fn cleanup_mail_settings(
+/// What a deletion with `clearOnCleanup` empties: the settings and what status recorded.
+pub(super) fn to_clear(
     mmi: &MicrosoftMailIntegration,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let Some(nb) = &mmi.spec.nocobase else {
-        return Ok(());
-    };
-    let (Some(ms), Some(state)) = (
-        nb.mail_settings.as_ref().filter(|m| m.clear_on_cleanup),
-        mmi.status.as_ref().and_then(|s| s.mail_settings.as_ref()),
-    ) else {
-        return Ok(());
-    };
-    match nocobase_client(mmi, nb, ctx).await? {
+) -> Option<(
+    &NocoBaseSync,
+    &MailSettings,
+    &crate::mailsettings::MailSettingsStatus,
+)> {
+    let nb = mmi.spec.nocobase.as_ref()?;
+    let ms = nb.mail_settings.as_ref().filter(|m| m.clear_on_cleanup)?;
+    let state = mmi.status.as_ref()?.mail_settings.as_ref()?;
+    Some((nb, ms, state))
+}
+
+/// On deletion with `clearOnCleanup`: empties the fields the operator wrote. One attempt:
+/// NocoBase gone for good must not hold the integration forever.
+pub(super) async fn cleanup_mail_settings(
+    ms: &MailSettings,
+    state: &crate::mailsettings::MailSettingsStatus,
+    client: Result<NocoBaseClient, (String, String)>,
+) {
+    match client {
         Ok(client) => match mailsettings::cleanup(&client, ms, state).await {
             Ok(cleared) => {
                 info!(fields = ?cleared, "emptied the email manager's settings the operator wrote")
@@ -144,5 +140,4 @@ pub(super) async fn cleanup_mail_settings(
             message, "could not empty the email manager's settings; clear them by hand"
         ),
     }
-    Ok(())
 }

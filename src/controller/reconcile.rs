@@ -155,8 +155,14 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         }
         None => None,
     };
-    let mail_settings =
-        super::mail::sync_mail_settings(mmi, ctx, &previous, &check, creds.as_ref(), gate).await?;
+    let mail_settings = match super::mail::enabled(mmi) {
+        Some((nb, ms)) => {
+            let client = nocobase_client(mmi, nb, ctx).await?;
+            let (c, cr) = (&check, creds.as_ref());
+            Some(super::mail::sync_mail_settings(mmi, ms, client, &previous, c, cr, gate).await)
+        }
+        None => None,
+    };
     let d = decide(&Inputs {
         spec: &mmi.spec,
         generation: mmi.metadata.generation,
@@ -600,7 +606,10 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
             ),
         }
     }
-    super::mail::cleanup_mail_settings(mmi, ctx).await?;
+    if let Some((nb, ms, state)) = super::mail::to_clear(mmi) {
+        let client = nocobase_client(mmi, nb, ctx).await?;
+        super::mail::cleanup_mail_settings(ms, state, client).await;
+    }
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");
     Ok(Action::await_change())

@@ -221,6 +221,16 @@ pub fn mail_settings_not_synced(i: &ReadyInput<'_>) -> Option<Cond> {
         .map(|m| Cond::new(m.status, &m.reason, &m.message))
 }
 
+/// `AppRegistrationReady`, with `spec.nocobase` only.
+pub fn app_registration_of(
+    spec: &MicrosoftMailIntegrationSpec,
+    verdict: Option<&LastValidation>,
+) -> Option<Cond> {
+    spec.nocobase
+        .as_ref()
+        .map(|nb| app_registration(nb, verdict))
+}
+
 /// `AppRegistrationReady` from [`crate::appreg::assess`] on the verdict about the current
 /// credentials.
 pub fn app_registration(nb: &crate::api::NocoBaseSync, verdict: Option<&LastValidation>) -> Cond {
@@ -262,6 +272,35 @@ pub fn ready(i: &ReadyInput<'_>) -> Cond {
             format!("{msg} {}", i.expiry.message),
         ),
         _ => Cond::new(ConditionStatus::True, "Ready", msg),
+    }
+}
+
+/// `MailSettingsSynced` and `AppRegistrationReady`, or neither without their settings.
+pub fn set_email_manager(
+    conditions: &mut Vec<Condition>,
+    ms: Option<&MailSettingsReport>,
+    appreg: Option<&Cond>,
+    now: Timestamp,
+    g: Option<i64>,
+) {
+    let ms = ms.map(|m| Cond::new(m.status, &m.reason, &m.message));
+    let t = crate::api::condition::MAIL_SETTINGS_SYNCED;
+    set_optional(conditions, t, ms.as_ref(), now, g);
+    let t = crate::api::condition::APP_REGISTRATION_READY;
+    set_optional(conditions, t, appreg, now, g);
+}
+
+/// Sets a condition that exists only with some settings; removes it without them.
+pub fn set_optional(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    c: Option<&Cond>,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    match c {
+        Some(c) => set_condition(conditions, type_, c, now, generation),
+        None => conditions.retain(|x| x.type_ != type_),
     }
 }
 

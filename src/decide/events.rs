@@ -234,3 +234,21 @@ pub fn app_registration_event(previous: &Status, c: &Cond) -> Option<EventSpec> 
         )
     })
 }
+
+/// The Events of NocoBase's variables, the email manager's settings and the app
+/// registration check.
+pub fn email_manager_events(
+    previous: &Status,
+    nb: Option<&NocoBaseReport>,
+    ms: Option<&MailSettingsReport>,
+    appreg: Option<&Cond>,
+) -> Vec<EventSpec> {
+    let mut out = nb.map(|n| nocobase_events(previous, n)).unwrap_or_default();
+    out.extend(
+        ms.into_iter()
+            .flat_map(|m| mail_settings_events(previous, m)),
+    );
+
+    out.extend(appreg.and_then(|r| app_registration_event(previous, r)));
+    out
+}

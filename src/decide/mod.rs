@@ -166,11 +166,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         &i.injection.reason,
         &i.injection.message,
     );
-    let appreg = i
-        .spec
-        .nocobase
-        .as_ref()
-        .map(|nb| conditions::app_registration(nb, verdict));
+    let appreg = conditions::app_registration_of(i.spec, verdict);
     let ready = conditions::ready(&ReadyInput {
         credentials: &cv,
         expiry: &se,
@@ -189,15 +185,8 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         .chain(events::unavailable_event(i.previous, pending))
         .chain(events::injection_event(i.previous, &inj))
         .collect();
-    if let Some(nb) = i.nocobase {
-        evs.extend(events::nocobase_events(i.previous, nb));
-    }
-    if let Some(ms) = i.mail_settings {
-        evs.extend(events::mail_settings_events(i.previous, ms));
-    }
-    if let Some(r) = &appreg {
-        evs.extend(events::app_registration_event(i.previous, r));
-    }
+    let (ms, ar) = (i.mail_settings, appreg.as_ref());
+    evs.extend(events::email_manager_events(i.previous, i.nocobase, ms, ar));
 
     let mut conds = i.previous.conditions.clone();
     let g = i.generation;
@@ -212,17 +201,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         }
         None => conds.retain(|c| c.type_ != condition::NOCOBASE_SYNCED),
     }
-    match i.mail_settings {
-        Some(ms) => {
-            let c = Cond::new(ms.status, &ms.reason, &ms.message);
-            set_condition(&mut conds, condition::MAIL_SETTINGS_SYNCED, &c, now, g);
-        }
-        None => conds.retain(|c| c.type_ != condition::MAIL_SETTINGS_SYNCED),
-    }
-    match &appreg {
-        Some(c) => set_condition(&mut conds, condition::APP_REGISTRATION_READY, c, now, g),
-        None => conds.retain(|c| c.type_ != condition::APP_REGISTRATION_READY),
-    }
+    conditions::set_email_manager(&mut conds, ms, ar, now, g);
     let status = MicrosoftMailIntegrationStatus {
         observed_generation: g,
         conditions: conds,
@@ -238,10 +217,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             Some(nb) => Some(nb.state.clone()).filter(|st| *st != Default::default()),
             None => i.previous.nocobase.clone(),
         },
-        mail_settings: match i.mail_settings {
-            Some(ms) => ms.state.clone(),
-            None => i.previous.mail_settings.clone(),
-        },
+        mail_settings: ms.map_or(i.previous.mail_settings.clone(), |m| m.state.clone()),
     };
     let requeue_after = records::requeue_after(i.spec, &status, fp, a.next_change, now);
     Decision {

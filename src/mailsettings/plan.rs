@@ -77,36 +77,47 @@ fn listed(names: &[String]) -> String {
     }
 }
 
+/// The collection's field names, whether they came from the API documentation, and a
+/// phrase saying where they came from.
+fn known_fields(fields: &Fields, records: &[Record]) -> (Vec<String>, bool, String) {
+    match fields {
+        Fields::ApiDoc(f) => (
+            f.clone(),
+            true,
+            "fields from NocoBase's API documentation".to_owned(),
+        ),
+        Fields::Unavailable(why) => {
+            let mut all: Vec<String> = records.iter().flat_map(Record::names).collect();
+            all.sort();
+            all.dedup();
+            (
+                all,
+                false,
+                format!(
+                    "fields read from the records' keys because {why}; a field hidden from reads is not listed this way"
+                ),
+            )
+        }
+    }
+}
+
+/// Indexes of the records whose fields equal every value of `match`.
+fn matching(s: &MailSettings, records: &[Record]) -> Vec<usize> {
+    let hit = |r: &Record| {
+        s.match_fields
+            .iter()
+            .all(|(k, v)| r.text(k) == Some(v.as_str()))
+    };
+    (0..records.len()).filter(|&i| hit(&records[i])).collect()
+}
+
 /// Finds the one record `match` selects and checks that every named field exists.
 /// `records` are those NocoBase listed for the match (checked again here, so a filter
 /// NocoBase ignored cannot pick a wrong record).
 pub fn locate(s: &MailSettings, fields: &Fields, records: &[Record]) -> Result<Located, Problem> {
     let c = &s.collection;
-    let matching: Vec<usize> = records
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| {
-            s.match_fields
-                .iter()
-                .all(|(k, v)| r.text(k) == Some(v.as_str()))
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let (known, from_api_doc) = match fields {
-        Fields::ApiDoc(f) => (f.clone(), true),
-        Fields::Unavailable(_) => {
-            let mut all: Vec<String> = records.iter().flat_map(Record::names).collect();
-            all.sort();
-            all.dedup();
-            (all, false)
-        }
-    };
-    let source = match fields {
-        Fields::ApiDoc(_) => "fields from NocoBase's API documentation".to_owned(),
-        Fields::Unavailable(why) => format!(
-            "fields read from the records' keys because {why}; a field hidden from reads is not listed this way"
-        ),
-    };
+    let matching = matching(s, records);
+    let (known, from_api_doc, source) = known_fields(fields, records);
     let unknown = |names: Vec<&String>, what: &str, known: &[String]| Problem {
         reason: reason::FIELD_UNKNOWN,
         message: format!(
@@ -170,13 +181,7 @@ pub fn locate(s: &MailSettings, fields: &Fields, records: &[Record]) -> Result<L
         return Err(p);
     }
     let Some(key) = record.key() else {
-        return Err(Problem {
-            reason: crate::nocobase::reason::UNEXPECTED_RESPONSE,
-            message: format!(
-                "the record of the collection {c} matching {} has no id, so it cannot be addressed for an update; nothing was written",
-                match_text(&s.match_fields)
-            ),
-        });
+        return Err(no_id(s));
     };
     Ok(Located {
         index,
@@ -184,6 +189,17 @@ pub fn locate(s: &MailSettings, fields: &Fields, records: &[Record]) -> Result<L
         fields: known,
         from_api_doc,
     })
+}
+
+fn no_id(s: &MailSettings) -> Problem {
+    Problem {
+        reason: crate::nocobase::reason::UNEXPECTED_RESPONSE,
+        message: format!(
+            "the record of the collection {} matching {} has no id, so it cannot be addressed for an update; nothing was written",
+            s.collection,
+            match_text(&s.match_fields)
+        ),
+    }
 }
 
 /// The fields to write now, and why; the others are left alone.

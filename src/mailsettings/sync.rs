@@ -271,6 +271,22 @@ async fn write_and_confirm(
     }
     state.updated_at = again.and_then(|r| r.text("updatedAt")).map(str::to_owned);
     state.unconfirmed = c.unconfirmed.iter().map(|(f, _)| f.clone()).collect();
+    MailOutcome {
+        ok: true,
+        reason: reason::SYNCED,
+        message: written_message(place, write, &c),
+        transient: false,
+        state: Some(state),
+        written: names,
+    }
+}
+
+/// What was written and what reading back confirmed, field names only.
+fn written_message(
+    place: &str,
+    write: &[(String, &'static str)],
+    c: &super::Confirmation,
+) -> String {
     let why: Vec<String> = write.iter().map(|(f, w)| format!("{f} ({w})")).collect();
     let unconfirmed: Vec<String> = c
         .unconfirmed
@@ -293,14 +309,7 @@ async fn write_and_confirm(
             unconfirmed.join(", ")
         ));
     }
-    MailOutcome {
-        ok: true,
-        reason: reason::SYNCED,
-        message,
-        transient: false,
-        state: Some(state),
-        written: names,
-    }
+    message
 }
 
 /// On deletion with `clearOnCleanup`: empties the fields the operator wrote in the record

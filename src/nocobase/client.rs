@@ -552,9 +552,11 @@ impl NocoBaseClient {
             .map(str::to_owned)
             .or(gateway_code.clone());
         let code_note = code.as_deref().map_or(String::new(), |c| format!(" ({c})"));
-        if let Some(e) = super::records::classify(self, op, status, gateway_code.as_deref(), names)
+        let gw = gateway_code.as_deref();
+        if let Some((r, m)) =
+            super::record_errors::classify(&self.shown, op.action(), status, gw, names)
         {
-            return e;
+            return SyncError::new(r, m);
         }
         let action = op.action();
         let base = &self.shown;

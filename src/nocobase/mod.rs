@@ -8,6 +8,7 @@
 //! without restarting the pod. See `docs/nocobase.md`.
 
 pub mod client;
+mod record_errors;
 pub mod records;
 pub mod sync;
 

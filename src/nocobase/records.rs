@@ -17,20 +17,7 @@ use serde_json::Value;
 
 use super::client::{NocoBaseClient, Op, SyncError};
 
-/// Reasons of the `MailSettingsSynced` condition that the client itself can tell.
-pub mod reason {
-    /// The collection does not exist (`<name>:list` answers 404), or the API
-    /// documentation knows no such collection.
-    pub const NOT_FOUND: &str = "MailSettingsNotFound";
-    /// NocoBase refused the write (HTTP 400: a field's validation).
-    pub const REFUSED: &str = "MailSettingsRefused";
-    /// A field named in the spec is not a field of the collection (also NocoBase's HTTP
-    /// 400 "Invalid SQL column or table reference" to a filter on an unknown field).
-    pub const FIELD_UNKNOWN: &str = "MailSettingsFieldUnknown";
-    /// Internal: the API-doc plugin could not describe the collection; the caller falls
-    /// back to a record's keys.
-    pub const API_DOC_UNAVAILABLE: &str = "ApiDocUnavailable";
-}
+pub use super::record_errors::reason;
 
 /// A field value as read, never printed: text is kept as a secret.
 #[derive(Clone, Debug)]
@@ -203,12 +190,6 @@ impl NocoBaseClient {
     }
 }
 
-fn not_found(base: &str, collection: &str) -> String {
-    format!(
-        "NocoBase at {base} has no collection {collection} (its list action answers HTTP 404): the email manager is not enabled in this application, or spec.nocobase.mailSettings.collection is wrong"
-    )
-}
-
 /// Names the collection in the messages of errors classified without it.
 fn named(e: SyncError, base: &str, collection: &str) -> SyncError {
     if e.reason == reason::REFUSED || e.reason == reason::FIELD_UNKNOWN {
@@ -218,60 +199,13 @@ fn named(e: SyncError, base: &str, collection: &str) -> SyncError {
         };
     }
     if e.reason == reason::NOT_FOUND {
-        return SyncError::new(reason::NOT_FOUND, not_found(base, collection));
+        return SyncError::new(
+            reason::NOT_FOUND,
+            super::record_errors::not_found(base, collection),
+        );
     }
     SyncError {
         message: format!("{} (collection {collection})", e.message),
         ..e
-    }
-}
-
-/// Answers of the record and API-doc actions that mean something else than for the
-/// variables; `None` leaves the answer to the common classification.
-pub(super) fn classify(
-    client: &NocoBaseClient,
-    op: Op,
-    status: u16,
-    gateway_code: Option<&str>,
-    names: &[&str],
-) -> Option<SyncError> {
-    let base = client.base_url();
-    let collection = names.first().copied().unwrap_or("the collection");
-    let records = matches!(op, Op::RecordList | Op::RecordUpdate);
-    match (op, status) {
-        (_, 404) if gateway_code == Some("APP_NOT_FOUND") => None,
-        (Op::Swagger, 404) => Some(SyncError::new(
-            reason::API_DOC_UNAVAILABLE,
-            format!(
-                "NocoBase at {base} has no API documentation (the built-in API documentation plugin, @nocobase/plugin-api-doc, is not enabled)"
-            ),
-        )),
-        (Op::Swagger, 500 | 501 | 502 | 504..=599) => Some(SyncError::new(
-            reason::API_DOC_UNAVAILABLE,
-            format!("NocoBase at {base} answered swagger:get with HTTP {status}"),
-        )),
-        (_, 404) if records => Some(SyncError::new(
-            reason::NOT_FOUND,
-            not_found(base, collection),
-        )),
-        (_, 403) if records => Some(SyncError::new(
-            super::reason::API_KEY_REJECTED,
-            format!(
-                "NocoBase at {base} refused access to the collection {collection} (HTTP 403): the API key's role may not read or update it. Use an API key with the root role"
-            ),
-        )),
-        (Op::RecordList, 400) => Some(SyncError::new(
-            reason::FIELD_UNKNOWN,
-            format!(
-                "NocoBase at {base} refused to filter the collection by spec.nocobase.mailSettings.match (HTTP 400): a match field is not a field of the collection"
-            ),
-        )),
-        (Op::RecordUpdate, 400) => Some(SyncError::new(
-            reason::REFUSED,
-            format!(
-                "NocoBase at {base} refused the write to the collection {collection} with HTTP 400 (a field's validation); the NocoBase server log has the details. Check spec.nocobase.mailSettings.fields"
-            ),
-        )),
-        _ => None,
     }
 }
