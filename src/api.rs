@@ -24,6 +24,8 @@ pub mod condition {
     pub const SECRET_EXPIRING: &str = "SecretExpiring";
     pub const INJECTED: &str = "Injected";
     pub const NOCOBASE_SYNCED: &str = "NocoBaseSynced";
+    pub const MAIL_SETTINGS_SYNCED: &str = "MailSettingsSynced";
+    pub const APP_REGISTRATION_READY: &str = "AppRegistrationReady";
     pub const ROTATED: &str = "Rotated";
 }
 
@@ -55,6 +57,12 @@ const GUID_RE: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 const DOMAIN_RE: &str = "^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\\\.)+[a-zA-Z]{2,63}$";
 const ENV_NAME_RE: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+/// NocoBase collection and field names (letters, digits, `_`; not starting with a digit).
+pub const NOCOBASE_NAME_RE: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+pub const DEFAULT_MAIL_COLLECTION: &str = "mailSettings";
+pub const DEFAULT_MAIL_MATCH: (&str, &str) = ("provider", "outlook");
+pub const DEFAULT_MAIL_FIELD_CLIENT_ID: &str = "clientId";
+pub const DEFAULT_MAIL_FIELD_CLIENT_SECRET: &str = "clientSecret";
 const HOST_URL_RULE: &str = "self.matches('^https://[^/?#]+(/[^?#]*)?$') || self.matches('^http://(localhost|127\\\\.0\\\\.0\\\\.1|\\\\[::1\\\\])(:[0-9]+)?(/[^?#]*)?$')";
 
 /// Checks a client-secret against Microsoft Entra, tracks its expiry, and injects the
@@ -265,6 +273,21 @@ pub struct NocoBaseSync {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('24h')").message("cleanupTimeout must be a positive duration of at most 24h, such as 10m"))]
     pub cleanup_timeout: String,
+
+    /// The address users open NocoBase at (often not the in-cluster url), e.g.
+    /// https://crm.example.com. With it, the operator checks that the app registration has
+    /// the Web redirect URI the email manager uses: {publicUrl}/admin/settings/mail/oauth2
+    /// ({publicUrl}/apps/{app}/admin/settings/mail/oauth2 for a sub-application).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+(/[^?#]*)?$')").message("publicUrl must be an http:// or https:// URL without query or fragment"))]
+    pub public_url: Option<String>,
+
+    /// Also write the client ID and the client secret into the email manager's own
+    /// settings (its "Email settings" page, which does not read {{$env.NAME}} variables):
+    /// the path that reaches the mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_settings: Option<MailSettings>,
 }
 
 /// Default of `spec.nocobase.cleanupTimeout`.
@@ -272,6 +295,94 @@ pub const DEFAULT_CLEANUP_TIMEOUT: &str = "10m";
 
 fn default_cleanup_timeout() -> String {
     DEFAULT_CLEANUP_TIMEOUT.to_owned()
+}
+
+/// Where the email manager keeps its Microsoft settings, and whether to write them.
+/// The defaults are the best knowledge of the email manager's tables (a commercial plugin
+/// whose field names are not published): confirm them on your NocoBase (README).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MailSettings {
+    /// Write the settings (off by default: nothing is written until asked).
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// The collection (table) holding the settings records.
+    #[serde(default = "default_mail_collection")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{NOCOBASE_NAME_RE}')")).message("collection must be a NocoBase collection name: letters, digits and _, not starting with a digit"))]
+    pub collection: String,
+
+    /// Field values that pick the one record holding the Microsoft settings (all must be
+    /// equal). Empty: the collection must hold exactly one record.
+    #[serde(default = "default_mail_match", rename = "match")]
+    #[schemars(extend("maxProperties" = 8, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[x_kube(validation = Rule::new(format!("self.all(d, d.matches('{NOCOBASE_NAME_RE}') && size(d) <= 63)")).message("match keys must be NocoBase field names (letters, digits and _, at most 63)"))]
+    pub match_fields: std::collections::BTreeMap<String, String>,
+
+    /// Record field that receives each value.
+    #[serde(default)]
+    pub fields: MailFields,
+
+    /// On deletion of the integration, empty the fields the operator wrote (off by
+    /// default: removing them stops mail for every user).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_on_cleanup: bool,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            collection: default_mail_collection(),
+            match_fields: default_mail_match(),
+            fields: MailFields::default(),
+            clear_on_cleanup: false,
+        }
+    }
+}
+
+/// Names of the record fields the operator writes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.clientId != self.clientSecret").message("clientId and clientSecret must be two different fields"))]
+pub struct MailFields {
+    /// Field receiving the Application (client) ID.
+    #[serde(default = "default_mail_field_client_id")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{NOCOBASE_NAME_RE}')")).message("field names hold letters, digits and _, not starting with a digit"))]
+    pub client_id: String,
+    /// Field receiving the client secret Value.
+    #[serde(default = "default_mail_field_client_secret")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{NOCOBASE_NAME_RE}')")).message("field names hold letters, digits and _, not starting with a digit"))]
+    pub client_secret: String,
+}
+
+impl Default for MailFields {
+    fn default() -> Self {
+        Self {
+            client_id: default_mail_field_client_id(),
+            client_secret: default_mail_field_client_secret(),
+        }
+    }
+}
+
+fn default_mail_collection() -> String {
+    DEFAULT_MAIL_COLLECTION.to_owned()
+}
+fn default_mail_match() -> std::collections::BTreeMap<String, String> {
+    [(
+        DEFAULT_MAIL_MATCH.0.to_owned(),
+        DEFAULT_MAIL_MATCH.1.to_owned(),
+    )]
+    .into()
+}
+fn default_mail_field_client_id() -> String {
+    DEFAULT_MAIL_FIELD_CLIENT_ID.to_owned()
+}
+fn default_mail_field_client_secret() -> String {
+    DEFAULT_MAIL_FIELD_CLIENT_SECRET.to_owned()
 }
 
 /// A key of a Secret holding a NocoBase API key.
@@ -569,6 +680,10 @@ pub struct MicrosoftMailIntegrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nocobase: Option<crate::nocobase::SyncedState>,
 
+    /// What the operator last wrote into the email manager's settings (fingerprints only):
+    /// which record, which fields, and the credentials fingerprint they hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_settings: Option<MailSettingsStatus>,
     /// Where the secret rotation stands (only with spec.rotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
@@ -760,6 +875,14 @@ pub struct LastValidation {
     /// registration lacks (only when Graph could be read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_permissions: Vec<String>,
+    /// The app registration's signInAudience (AzureADMyOrg, AzureADMultipleOrgs,
+    /// AzureADandPersonalMicrosoftAccount, PersonalMicrosoftAccount), when Graph could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_in_audience: Option<String>,
+    /// The app registration's Web redirect URIs (web.redirectUris); absent when Graph could
+    /// not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_redirect_uris: Option<Vec<String>>,
     /// When the secret expires according to Microsoft Graph, if it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_expires_at: Option<String>,
@@ -806,4 +929,31 @@ pub struct InjectedTarget {
     pub fingerprint: String,
     /// OnChange or Manual.
     pub rollout: Rollout,
+}
+
+/// What the operator last wrote into the email manager's settings. No value: keyed
+/// fingerprints only.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MailSettingsStatus {
+    /// The collection written.
+    pub collection: String,
+    /// Primary key (`id`) of the record written.
+    pub record: String,
+    /// Field -> keyed fingerprint (HMAC-SHA256 keyed by this resource's UID, 128 bits) of
+    /// the value the field holds since the operator's write or check.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// The credentials fingerprint (as status.lastValidation.credentialsFingerprint) of
+    /// the client ID and secret the settings hold: equal to it means the email manager
+    /// has the credentials Microsoft last accepted.
+    pub credentials_fingerprint: String,
+    /// NocoBase's updatedAt of the record after the operator's last write or check, when
+    /// the collection has timestamps: tells an edit made in NocoBase since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// Fields whose value could not be confirmed by reading the record back (hidden from
+    /// reads, as secret fields may be).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<String>,
 }

@@ -64,6 +64,27 @@ pub struct CheckArgs {
     /// through Graph; nothing is created. Exit status 5 when they may not.
     #[arg(long)]
     pub can_rotate: bool,
+    /// The address users open NocoBase at: check that the app registration has the Web
+    /// redirect URI the email manager needs (with --nocobase-app, the sub-application's).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// With --nocobase-url: also report whether the email manager's settings collection,
+    /// its fields and the record are found (reads only).
+    #[arg(long, requires = "nocobase_url")]
+    pub mail_settings: bool,
+    /// Collection of the email manager's settings.
+    #[arg(long, value_name = "NAME", default_value = crate::api::DEFAULT_MAIL_COLLECTION)]
+    pub mail_collection: String,
+    /// Field value selecting the record (repeatable; default provider=outlook).
+    #[arg(long, value_name = "FIELD=VALUE")]
+    pub mail_match: Vec<String>,
+    /// Record fields receiving the client ID and the client secret.
+    #[arg(
+        long,
+        value_name = "ID_FIELD,SECRET_FIELD",
+        default_value = "clientId,clientSecret"
+    )]
+    pub mail_fields: String,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +123,11 @@ pub async fn run(args: CheckArgs) -> ExitCode {
         (true, Outcome::Valid) => Some(check_can_rotate(&args).await),
         _ => None,
     };
+    let registration = crate::check_mail::app_registration(
+        &verdict,
+        args.public_url.as_deref(),
+        args.nocobase_app.as_deref(),
+    );
     match args.output {
         OutputFormat::Json => {
             let mut v = to_json(&verdict);
@@ -111,12 +137,24 @@ pub async fn run(args: CheckArgs) -> ExitCode {
             if let Some(r) = &rotate {
                 v["canRotate"] = r.clone();
             }
+            if let Some(r) = &registration {
+                v["appRegistration"] = r.clone();
+            }
             println!("{v}");
         }
         OutputFormat::Text => {
             print!("{}", to_text(&verdict));
+            if let Some(r) = &registration {
+                print!("{}", crate::check_mail::registration_text(r));
+            }
             if let Some(nb) = &nocobase {
                 println!("NocoBase: {}", nb["message"].as_str().unwrap_or_default());
+                if let Some(m) = nb.get("mailSettings") {
+                    println!(
+                        "NocoBase email settings: {}",
+                        m["message"].as_str().unwrap_or_default()
+                    );
+                }
             }
             if let Some(r) = &rotate {
                 println!("Rotation: {}", r["message"].as_str().unwrap_or_default());
@@ -182,7 +220,7 @@ async fn check_nocobase(url: &str, args: &CheckArgs) -> serde_json::Value {
         Ok(c) => c,
         Err(e) => return fail("InvalidNocoBaseSettings", e),
     };
-    match client.list().await {
+    let mut report = match client.list().await {
         Ok(vars) => {
             let listed: Vec<serde_json::Value> = vars
                 .iter()
@@ -192,7 +230,20 @@ async fn check_nocobase(url: &str, args: &CheckArgs) -> serde_json::Value {
                    "message": format!("the API key is accepted; {} variable(s) exist", listed.len())})
         }
         Err(e) => fail(e.reason, e.message),
+    };
+    if args.mail_settings {
+        let settings = crate::check_mail::settings_from_flags(
+            &args.mail_collection,
+            &args.mail_match,
+            &args.mail_fields,
+        );
+        let mail = crate::check_mail::mail_settings(&client, settings).await;
+        if mail["ok"] != true {
+            report["ok"] = json!(false);
+        }
+        report["mailSettings"] = mail;
     }
+    report
 }
 
 fn raw<'a>(args: &'a CheckArgs, secret: &'a SecretSlice<u8>) -> RawCredentials<'a> {

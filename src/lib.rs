@@ -19,10 +19,14 @@
 //! - [`render`]: the `render` command.
 //! - [`rotation`]: the pure decision core of client-secret rotation.
 //! - [`cli`]: the command line.
+//! - [`mailsettings`]: the email manager's own settings: pure plan and the write sequence.
+//! - [`appreg`]: the pure check of the app registration for the email manager.
 
 pub mod allow;
 pub mod api;
+pub mod appreg;
 pub mod check;
+pub mod check_mail;
 pub mod cli;
 pub mod clock;
 pub mod controller;
@@ -34,6 +38,7 @@ pub mod fingerprint;
 pub mod http;
 pub mod inject;
 pub mod input;
+pub mod mailsettings;
 pub mod microsoft;
 pub mod nocobase;
 pub mod rbac;

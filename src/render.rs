@@ -148,6 +148,7 @@ pub fn render(inputs: &Inputs) -> Rendered {
         documents.push(managed_secret_doc(mmi, &creds, &fp));
         if let Some(nb) = &mmi.spec.nocobase {
             nocobase.extend(nocobase_lines(nb, &creds));
+            nocobase.extend(mail_settings_hint(nb, &creds));
         }
         for (idx, t) in mmi.spec.targets.iter().enumerate() {
             let matched: Vec<&Deployment> = inputs
@@ -252,4 +253,34 @@ async fn validate_first(inputs: &Inputs, allow: &crate::allow::AllowList) -> Opt
         }
     }
     None
+}
+
+/// The planned write into the email manager's settings, as YAML comments (a hint only: the
+/// collection, record and fields are found in NocoBase at sync time), and the redirect URI
+/// the app registration needs.
+fn mail_settings_hint(nb: &crate::api::NocoBaseSync, creds: &Credentials) -> Vec<String> {
+    let mut out = vec![];
+    if let Some(ms) = nb.mail_settings.as_ref().filter(|m| m.enabled) {
+        out.push(format!(
+            "# NocoBase email manager settings (hint only; checked against NocoBase at sync): collection {}, the record matching {}",
+            ms.collection,
+            crate::mailsettings::match_text(&ms.match_fields)
+        ));
+        out.push(format!("#   {} = {}", ms.fields.client_id, creds.client_id));
+        out.push(format!(
+            "#   {} = <redacted; starts with {}>",
+            ms.fields.client_secret,
+            input::secret_hint(&creds.client_secret)
+        ));
+        if let Err(p) = crate::mailsettings::check_settings(ms) {
+            out.push(format!("#   problem: {} ({})", p.message, p.reason));
+        }
+    }
+    if let Some(p) = &nb.public_url {
+        out.push(format!(
+            "# app registration: needs the Web redirect URI {}",
+            crate::appreg::required_redirect_uri(p, nb.app.as_deref())
+        ));
+    }
+    out
 }

@@ -404,3 +404,76 @@ async fn a_huge_retry_after_is_clamped_not_a_crash() {
     // Microsoft never means more than an hour; a larger value is read as one hour
     assert_eq!(json(&run)["retryAfterSeconds"], 3600);
 }
+
+#[tokio::test]
+async fn check_reports_the_app_registration_and_the_email_settings() {
+    use common::nocobase_emu::{API_KEY as NOCOBASE_KEY, Collection, NocoBase};
+    let emu = Emulator::start().await;
+    emu.token(json_response(200, "token_success.json")).await;
+    // the original fixture: single tenant, no Web redirect URI, two permissions missing
+    emu.graph(json_response(200, "graph_application.json"))
+        .await;
+    let rec = serde_json::json!({"id": 2, "provider": "outlook", "clientId": "", "clientSecret": "Vx9Qm2Kw7Lr4Tz8Pn3Hj"});
+    let nocobase = NocoBase::with_collections([(
+        "mailSettings",
+        Collection {
+            fields: ["id", "provider", "clientId", "clientSecret"]
+                .map(str::to_owned)
+                .to_vec(),
+            records: vec![rec.as_object().unwrap().clone()],
+            ..Default::default()
+        },
+    )]);
+    let server = nocobase.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, NOCOBASE_KEY).unwrap();
+    let args = |fields: &'static str| {
+        vec![
+            "--public-url".to_owned(),
+            "https://crm.example.com".into(),
+            "--nocobase-url".into(),
+            server.uri(),
+            "--nocobase-api-key-file".into(),
+            key.to_str().unwrap().into(),
+            "--mail-settings".into(),
+            "--mail-fields".into(),
+            fields.into(),
+        ]
+    };
+    let a = args("clientId,clientSecret");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let run = check(Some(&emu), TENANT, SECRET, &a).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("app registration: signInAudience AzureADMyOrg; needs the Web redirect URI https://crm.example.com/admin/settings/mail/oauth2"), "{}", run.stdout);
+    assert!(run.stdout.contains("warning (RedirectUriMissing)"));
+    assert!(run.stdout.contains("warning (SingleTenantAudience)"));
+    assert!(run.stdout.contains("warning (DelegatedPermissionMissing)"));
+    assert!(run.stdout.contains("NocoBase email settings: collection mailSettings found; fields clientId and clientSecret found (from the API documentation); record 2 matches provider=outlook"), "{}", run.stdout);
+    assert!(!run.stdout.contains("Vx9Qm2Kw7Lr4Tz8Pn3Hj"));
+    assert_eq!(
+        nocobase.state.lock().unwrap().record_updates,
+        0,
+        "reads only"
+    );
+
+    let mut a = args("clientId,secret");
+    a.extend(["--output".into(), "json".into()]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let run = check(Some(&emu), TENANT, SECRET, &a).await;
+    assert_eq!(run.code, 4, "{}", run.stdout);
+    let v = json(&run);
+    assert_eq!(
+        v["nocobase"]["mailSettings"]["reason"],
+        "MailSettingsFieldUnknown"
+    );
+    assert!(
+        v["nocobase"]["mailSettings"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("clientId, clientSecret, id, provider")
+    );
+    assert_eq!(v["appRegistration"]["reason"], "RedirectUriMissing");
+    assert_eq!(v["appRegistration"]["signInAudience"], "AzureADMyOrg");
+    assert_no_secret(&run.stdout, &[NOCOBASE_KEY, "Vx9Qm2Kw7Lr4Tz8Pn3Hj"]);
+}

@@ -265,7 +265,17 @@ fn example_is_accepted_by_the_schema() {
     let typed: MicrosoftMailIntegration = serde_json::from_value(mmis[0].clone()).unwrap();
     assert_eq!(typed.spec.targets.len(), 1);
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["Secret", "MicrosoftMailIntegration", "Deployment"]);
+    assert_eq!(
+        kinds,
+        ["Secret", "MicrosoftMailIntegration", "Secret", "Deployment"]
+    );
+    // it uses the path that reaches the mail
+    let nb = typed
+        .spec
+        .nocobase
+        .expect("the example writes into NocoBase");
+    assert!(nb.mail_settings.is_some_and(|m| m.enabled));
+    assert!(nb.public_url.is_some());
 }
 
 #[test]

@@ -46,6 +46,7 @@ fn valid_with_graph(at: &str) -> Verdict {
             note: None,
         },
         missing_permissions: Some(vec!["SMTP.Send".into()]),
+        ..Default::default()
     };
     v
 }
@@ -99,6 +100,7 @@ impl Run {
             attempt,
             injection: &InjectionReport::no_targets(),
             nocobase: None,
+            mail_settings: None,
         });
         // deciding again on its own output, at the same instant and later, changes nothing
         for later in [ts(now), ts(now) + SignedDuration::from_secs(1)] {
@@ -120,6 +122,7 @@ impl Run {
                 attempt: None,
                 injection: &InjectionReport::no_targets(),
                 nocobase: None,
+                mail_settings: None,
             });
             assert_eq!(again.status, d.status, "not idempotent at {later}");
             assert!(
@@ -637,6 +640,7 @@ proptest! {
                 attempt,
                 injection: &InjectionReport::no_targets(),
                 nocobase: None,
+                mail_settings: None,
             });
             prop_assert!(d.requeue_after >= Duration::from_secs(1));
             let _ = validation_due(&spec, &d.status, "a", now);

@@ -185,7 +185,8 @@ fn the_ready_chain_is_ordered_and_the_first_failure_wins() {
             "SecretExpired",
             "NoVerdictYet",
             "InjectionIncomplete",
-            "NocoBaseNotSynced"
+            "NocoBaseNotSynced",
+            "MailSettingsNotSynced"
         ]
     );
     let refused = Cond::new(ConditionStatus::False, "InvalidSecret", "rejected");
@@ -211,6 +212,8 @@ fn the_ready_chain_is_ordered_and_the_first_failure_wins() {
                 stage: &stage,
                 injection: i,
                 nocobase: n,
+                mail_settings: None,
+                app_registration: None,
                 missing_permissions: &[],
             })
         };

@@ -211,6 +211,15 @@ fn render_through_the_binary() {
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["Secret", "Deployment"]);
     assert_eq!(docs[0]["metadata"]["name"], "outlook-microsoft-credentials");
+    // the planned write into the email manager's settings, as a hint, secret redacted
+    assert!(
+        text.contains("# NocoBase email manager settings (hint only; checked against NocoBase at sync): collection mailSettings, the record matching provider=outlook"),
+        "{text}"
+    );
+    assert!(text.contains("#   clientSecret = <redacted; starts with REP>"));
+    assert!(text.contains(
+        "# app registration: needs the Web redirect URI https://crm.example.com/admin/settings/mail/oauth2"
+    ));
 
     // rendering the rendered Deployment again changes nothing
     let dir = tempfile::tempdir().unwrap();

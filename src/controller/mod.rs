@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod index;
+mod mail;
 pub mod reconcile;
 pub mod rotate;
 pub mod server;

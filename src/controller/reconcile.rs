@@ -191,6 +191,14 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         ),
         None => None,
     };
+    let mail_settings = match super::mail::enabled(mmi) {
+        Some((nb, ms)) => {
+            let client = nocobase::nocobase_client(mmi, nb, ctx).await?;
+            let (c, cr) = (&check, creds.as_ref());
+            Some(super::mail::sync_mail_settings(mmi, ms, client, &previous, c, cr, gate).await)
+        }
+        None => None,
+    };
     let spec = super::rotate::effective_spec(mmi, creds.as_ref());
     let mut d = decide(&Inputs {
         spec: &spec,
@@ -201,6 +209,7 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         attempt: attempt.as_ref(),
         injection: &injection,
         nocobase: nocobase.as_ref(),
+        mail_settings: mail_settings.as_ref(),
     });
     // Graph writes go only to allowed hosts: a refused integration rotates nothing (its
     // HostNotAllowed is already on CredentialsValid) and keeps its rotation status.
@@ -236,10 +245,14 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
     publish_events(mmi, ctx, &d.events).await;
     ctx.metrics.set_integration(&ns, &name, &d.status);
     // a NocoBase that is down or restarting is asked again soon, not at the next validation
-    let requeue = match nocobase.as_ref().and_then(|nb| nb.retry_after) {
+    let mut requeue = match nocobase.as_ref().and_then(|nb| nb.retry_after) {
         Some(soon) => d.requeue_after.min(soon),
         None => d.requeue_after,
     };
+    // the email manager's settings, likewise, while NocoBase is down or restarting
+    if mail_settings.as_ref().is_some_and(|m| m.retry_soon) {
+        requeue = requeue.min(std::time::Duration::from_secs(30));
+    }
     Ok(Action::requeue(requeue))
 }
 
@@ -579,6 +592,10 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
     let names = inject::holding(&before, &mmi.spec.targets, &all);
     for n in &names {
         release(&deployments, n, &ctx.own_writes).await?;
+    }
+    if let Some((nb, ms, state)) = super::mail::to_clear(mmi) {
+        let client = nocobase::nocobase_client(mmi, nb, ctx).await?;
+        super::mail::cleanup_mail_settings(ms, state, client).await;
     }
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");

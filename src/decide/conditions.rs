@@ -6,7 +6,9 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::records::{Records, parse_ts};
-use super::{ConditionStatus, CredentialCheck, InjectionReport, NocoBaseReport};
+use super::{
+    ConditionStatus, CredentialCheck, InjectionReport, MailSettingsReport, NocoBaseReport,
+};
 use crate::api::{ExpirySource, LastValidation, MicrosoftMailIntegrationSpec, Outcome};
 use crate::expiry::{self, Assessment, Stage};
 
@@ -164,6 +166,9 @@ pub struct ReadyInput<'a> {
     pub stage: &'a Stage,
     pub injection: &'a InjectionReport,
     pub nocobase: Option<&'a NocoBaseReport>,
+    pub mail_settings: Option<&'a MailSettingsReport>,
+    /// `AppRegistrationReady` (with `spec.nocobase`): never fails Ready, only warns.
+    pub app_registration: Option<&'a Cond>,
     pub missing_permissions: &'a [String],
 }
 
@@ -177,6 +182,7 @@ pub const READY_CHAIN: &[(&str, ReadyCheck)] = &[
     ("NoVerdictYet", no_verdict_yet),
     ("InjectionIncomplete", injection_incomplete),
     ("NocoBaseNotSynced", nocobase_not_synced),
+    ("MailSettingsNotSynced", mail_settings_not_synced),
 ];
 
 /// A credential problem or a rejection.
@@ -208,6 +214,35 @@ pub fn nocobase_not_synced(i: &ReadyInput<'_>) -> Option<Cond> {
         .map(|nb| Cond::new(nb.status, &nb.reason, &nb.message))
 }
 
+/// The email manager's settings do not hold the configuration (only when enabled).
+pub fn mail_settings_not_synced(i: &ReadyInput<'_>) -> Option<Cond> {
+    i.mail_settings
+        .filter(|m| m.status != ConditionStatus::True)
+        .map(|m| Cond::new(m.status, &m.reason, &m.message))
+}
+
+/// `AppRegistrationReady`, with `spec.nocobase` only.
+pub fn app_registration_of(
+    spec: &MicrosoftMailIntegrationSpec,
+    verdict: Option<&LastValidation>,
+) -> Option<Cond> {
+    spec.nocobase
+        .as_ref()
+        .map(|nb| app_registration(nb, verdict))
+}
+
+/// `AppRegistrationReady` from [`crate::appreg::assess`] on the verdict about the current
+/// credentials.
+pub fn app_registration(nb: &crate::api::NocoBaseSync, verdict: Option<&LastValidation>) -> Cond {
+    let r = crate::appreg::assess(nb, verdict);
+    let status = match r.status {
+        "True" => ConditionStatus::True,
+        "False" => ConditionStatus::False,
+        _ => ConditionStatus::Unknown,
+    };
+    Cond::new(status, r.reason, r.message)
+}
+
 /// `Ready`: the first failing check of [`READY_CHAIN`], else True (`ExpiresWithin…` while a
 /// warning window is open).
 pub fn ready(i: &ReadyInput<'_>) -> Cond {
@@ -221,6 +256,15 @@ pub fn ready(i: &ReadyInput<'_>) -> Cond {
             i.missing_permissions.join(", ")
         ));
     }
+    if let Some(r) = i
+        .app_registration
+        .filter(|r| r.status == ConditionStatus::False)
+    {
+        msg.push_str(&format!(
+            " Warning: the app registration is not ready for the email manager ({}; see AppRegistrationReady).",
+            r.reason
+        ));
+    }
     match i.stage {
         Stage::Within(w) => Cond::new(
             ConditionStatus::True,
@@ -228,6 +272,35 @@ pub fn ready(i: &ReadyInput<'_>) -> Cond {
             format!("{msg} {}", i.expiry.message),
         ),
         _ => Cond::new(ConditionStatus::True, "Ready", msg),
+    }
+}
+
+/// `MailSettingsSynced` and `AppRegistrationReady`, or neither without their settings.
+pub fn set_email_manager(
+    conditions: &mut Vec<Condition>,
+    ms: Option<&MailSettingsReport>,
+    appreg: Option<&Cond>,
+    now: Timestamp,
+    g: Option<i64>,
+) {
+    let ms = ms.map(|m| Cond::new(m.status, &m.reason, &m.message));
+    let t = crate::api::condition::MAIL_SETTINGS_SYNCED;
+    set_optional(conditions, t, ms.as_ref(), now, g);
+    let t = crate::api::condition::APP_REGISTRATION_READY;
+    set_optional(conditions, t, appreg, now, g);
+}
+
+/// Sets a condition that exists only with some settings; removes it without them.
+pub fn set_optional(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    c: Option<&Cond>,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    match c {
+        Some(c) => set_condition(conditions, type_, c, now, generation),
+        None => conditions.retain(|x| x.type_ != type_),
     }
 }
 

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::conditions::{Cond, RENEW};
-use super::{ConditionStatus, EventSpec, InjectionReport, NocoBaseReport};
+use super::{ConditionStatus, EventSpec, InjectionReport, MailSettingsReport, NocoBaseReport};
 use crate::api::{LastUnavailable, MicrosoftMailIntegrationStatus as Status, condition};
 use crate::expiry::{self, Assessment, Stage};
 
@@ -188,4 +188,83 @@ pub fn nocobase_events(previous: &Status, nb: &NocoBaseReport) -> Vec<EventSpec>
         });
     }
     events
+}
+
+/// A Normal `recovered` when a condition turns True after False.
+fn recovery(
+    previous: &Status,
+    type_: &str,
+    now: &Cond,
+    recovered: &str,
+    action: &'static str,
+) -> Option<EventSpec> {
+    let before = old(previous, type_);
+    (now.status == ConditionStatus::True && before.is_some_and(|c| c.status == "False")).then(
+        || EventSpec {
+            warning: false,
+            reason: recovered.to_owned(),
+            note: now.message.clone(),
+            action,
+        },
+    )
+}
+
+/// `MailSettingsSynced` transitions, and `MailSettingsUpdated` for a round that wrote.
+pub fn mail_settings_events(previous: &Status, ms: &MailSettingsReport) -> Vec<EventSpec> {
+    let cond = Cond::new(ms.status, &ms.reason, &ms.message);
+    let t = condition::MAIL_SETTINGS_SYNCED;
+    let mut events: Vec<EventSpec> = failure_transition(previous, t, &cond, "SyncMailSettings")
+        .into_iter()
+        .chain(recovery(
+            previous,
+            t,
+            &cond,
+            "MailSettingsSynced",
+            "SyncMailSettings",
+        ))
+        .collect();
+    if ms.writes > 0 {
+        events.push(EventSpec {
+            warning: false,
+            reason: "MailSettingsUpdated".into(),
+            note: format!(
+                "Wrote {} field(s) of the email manager's settings. {}",
+                ms.writes, ms.message
+            ),
+            action: "SyncMailSettings",
+        });
+    }
+    events
+}
+
+/// `AppRegistrationReady` transitions.
+pub fn app_registration_event(previous: &Status, c: &Cond) -> Option<EventSpec> {
+    let t = condition::APP_REGISTRATION_READY;
+    failure_transition(previous, t, c, "CheckAppRegistration").or_else(|| {
+        recovery(
+            previous,
+            t,
+            c,
+            "AppRegistrationReady",
+            "CheckAppRegistration",
+        )
+    })
+}
+
+/// The Events of NocoBase's variables, the email manager's settings and the app
+/// registration check.
+pub fn email_manager_events(
+    previous: &Status,
+    nb: Option<&NocoBaseReport>,
+    ms: Option<&MailSettingsReport>,
+    appreg: Option<&Cond>,
+) -> Vec<EventSpec> {
+    let mut out = nb.map(|n| nocobase_events(previous, n)).unwrap_or_default();
+    out.extend(
+        ms.into_iter()
+            .flat_map(|m| mail_settings_events(previous, m)),
+    );
+
+    out.extend(appreg.and_then(|r| app_registration_event(previous, r)));
+    out
 }

@@ -107,6 +107,21 @@ pub struct NocoBaseReport {
     pub retry_after: Option<std::time::Duration>,
 }
 
+/// What the email manager's settings step achieved this round (only with
+/// `spec.nocobase.mailSettings.enabled`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailSettingsReport {
+    pub status: ConditionStatus,
+    pub reason: String,
+    pub message: String,
+    /// What to record in status.
+    pub state: Option<crate::api::MailSettingsStatus>,
+    /// Fields written this round (a Normal Event says so).
+    pub writes: usize,
+    /// A transient failure (NocoBase down or restarting): ask again soon.
+    pub retry_soon: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventSpec {
     pub warning: bool,
@@ -126,6 +141,8 @@ pub struct Inputs<'a> {
     pub injection: &'a InjectionReport,
     /// `None` when `spec.nocobase` is not set.
     pub nocobase: Option<&'a NocoBaseReport>,
+    /// `None` when `spec.nocobase.mailSettings` is not enabled.
+    pub mail_settings: Option<&'a MailSettingsReport>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -152,12 +169,15 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         &i.injection.reason,
         &i.injection.message,
     );
+    let appreg = conditions::app_registration_of(i.spec, verdict);
     let ready = conditions::ready(&ReadyInput {
         credentials: &cv,
         expiry: &se,
         stage: &a.stage,
         injection: i.injection,
         nocobase: i.nocobase,
+        mail_settings: i.mail_settings,
+        app_registration: appreg.as_ref(),
         missing_permissions: verdict.map_or(&[][..], |l| &l.missing_permissions),
     });
 
@@ -169,9 +189,8 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         .chain(events::injection_event(i.previous, &inj))
         .chain(events::target_deleted_events(i.injection))
         .collect();
-    if let Some(nb) = i.nocobase {
-        evs.extend(events::nocobase_events(i.previous, nb));
-    }
+    let (ms, ar) = (i.mail_settings, appreg.as_ref());
+    evs.extend(events::email_manager_events(i.previous, i.nocobase, ms, ar));
 
     let mut conds = i.previous.conditions.clone();
     let g = i.generation;
@@ -186,6 +205,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         }
         None => conds.retain(|c| c.type_ != condition::NOCOBASE_SYNCED),
     }
+    conditions::set_email_manager(&mut conds, ms, ar, now, g);
     let status = MicrosoftMailIntegrationStatus {
         observed_generation: g,
         conditions: conds,
@@ -203,6 +223,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         },
         // the rotation module (crate::rotation) owns this part
         rotation: i.previous.rotation.clone(),
+        mail_settings: ms.map_or(i.previous.mail_settings.clone(), |m| m.state.clone()),
     };
     let requeue_after = records::requeue_after(i.spec, &status, fp, a.next_change, now);
     Decision {

@@ -90,6 +90,16 @@ fn last_validation(v: &Verdict, fp: &str, now: Timestamp) -> LastValidation {
             None => v.message.clone(),
         }),
         missing_permissions: v.graph.missing_permissions.clone().unwrap_or_default(),
+        sign_in_audience: v
+            .graph
+            .registration
+            .as_ref()
+            .and_then(|r| r.sign_in_audience.clone()),
+        web_redirect_uris: v
+            .graph
+            .registration
+            .as_ref()
+            .map(|r| r.web_redirect_uris.clone()),
         graph_expires_at: v.graph.expiry.expires_at.map(|t| t.to_string()),
         expiry_note: v.graph.expiry.note.clone(),
         credentials_fingerprint: Some(fp.to_owned()),

@@ -114,6 +114,7 @@ impl MicrosoftClient {
                         ..Default::default()
                     },
                     missing_permissions: None,
+                    registration: None,
                 }
             };
         }
@@ -215,7 +216,7 @@ impl MicrosoftClient {
 
     async fn read_application(&self, creds: &Credentials, token: &str) -> GraphFindings {
         let url = format!(
-            "{}/v1.0/applications(appId='{}')?$select=appId,displayName,passwordCredentials,requiredResourceAccess",
+            "{}/v1.0/applications(appId='{}')?$select=appId,displayName,passwordCredentials,requiredResourceAccess,signInAudience,web",
             creds.graph_host, creds.client_id
         );
         let unknown = |note: String| GraphFindings {
@@ -224,6 +225,7 @@ impl MicrosoftClient {
                 ..Default::default()
             },
             missing_permissions: None,
+            registration: None,
         };
         let t0 = Instant::now();
         let resp = match self.http.get(&url).bearer_auth(token).send().await {

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::verdict::{ExpiryInfo, GraphFindings};
+use super::verdict::{ExpiryInfo, GraphFindings, Registration};
 use crate::api::ExpirySource;
 
 /// Microsoft Graph's own application ID (`resourceAppId` of Graph permissions).
@@ -29,6 +29,18 @@ pub struct Application {
     pub password_credentials: Vec<PasswordCredential>,
     #[serde(default)]
     pub required_resource_access: Vec<RequiredResourceAccess>,
+    #[serde(default)]
+    pub sign_in_audience: Option<String>,
+    #[serde(default)]
+    pub web: Option<WebSettings>,
+}
+
+/// The Web platform of the registration (`web`); only the redirect URIs are read.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSettings {
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -66,6 +78,14 @@ pub fn findings(app: &Application, hint: &str) -> GraphFindings {
     GraphFindings {
         expiry: expiry_by_hint(&app.password_credentials, hint),
         missing_permissions: Some(missing_permissions(app)),
+        registration: Some(Registration {
+            sign_in_audience: app.sign_in_audience.clone(),
+            web_redirect_uris: app
+                .web
+                .as_ref()
+                .map(|w| w.redirect_uris.clone())
+                .unwrap_or_default(),
+        }),
     }
 }
 

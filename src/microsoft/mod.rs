@@ -8,7 +8,7 @@ pub mod passwords;
 pub mod verdict;
 
 pub use client::{ClientOptions, MicrosoftClient, RequestObserver};
-pub use verdict::{ExpiryInfo, GraphFindings, Outcome, Verdict, reason};
+pub use verdict::{ExpiryInfo, GraphFindings, Outcome, Registration, Verdict, reason};
 
 use crate::input::InputProblem;
 

@@ -22,6 +22,17 @@ pub struct GraphFindings {
     pub expiry: ExpiryInfo,
     /// `None` when the app registration could not be read.
     pub missing_permissions: Option<Vec<String>>,
+    /// Audience and Web redirect URIs of the registration; `None` when it could not be read.
+    pub registration: Option<Registration>,
+}
+
+/// What the email manager needs from the app registration besides permissions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// `signInAudience`, e.g. `AzureADMyOrg` (single tenant).
+    pub sign_in_audience: Option<String>,
+    /// `web.redirectUris`.
+    pub web_redirect_uris: Vec<String>,
 }
 
 /// The result of one validation.

@@ -147,34 +147,45 @@ impl Default for NocoBaseOptions {
 
 /// The NocoBase actions the operator calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     List,
     Create,
     Update,
     Destroy,
     Refresh,
+    /// `swagger:get?ns=collections/<name>` (the API-doc plugin): a collection's fields.
+    Swagger,
+    /// `<collection>:list` of the email manager's settings.
+    RecordList,
+    /// `<collection>:update` of the email manager's settings.
+    RecordUpdate,
 }
 
 impl Op {
-    fn action(self) -> &'static str {
+    /// The action, also the label of the request metrics (so a fixed set: record actions
+    /// are labelled by kind, not by collection).
+    pub(super) fn action(self) -> &'static str {
         match self {
             Op::List => "environmentVariables:list",
             Op::Create => "environmentVariables:create",
             Op::Update => "environmentVariables:update",
             Op::Destroy => "environmentVariables:destroy",
             Op::Refresh => "app:refresh",
+            Op::Swagger => "swagger:get",
+            Op::RecordList => "records:list",
+            Op::RecordUpdate => "records:update",
         }
     }
 
     fn method(self) -> reqwest::Method {
         match self {
-            Op::List => reqwest::Method::GET,
+            Op::List | Op::Swagger | Op::RecordList => reqwest::Method::GET,
             _ => reqwest::Method::POST,
         }
     }
 
     fn on_variables(self) -> bool {
-        self != Op::Refresh
+        matches!(self, Op::List | Op::Create | Op::Update | Op::Destroy)
     }
 }
 
@@ -509,11 +520,23 @@ impl NocoBaseClient {
         query: &[(&str, &str)],
         write: Option<(Vec<u8>, &[&str])>,
     ) -> Result<Vec<u8>, SyncError> {
+        self.call_on(op, op.action(), query, write).await
+    }
+
+    /// [`Self::call`] on the action path `action` (`mailSettings:list`, ...), which may
+    /// differ from the metrics label of `op`.
+    pub(super) async fn call_on(
+        &self,
+        op: Op,
+        action: &str,
+        query: &[(&str, &str)],
+        write: Option<(Vec<u8>, &[&str])>,
+    ) -> Result<Vec<u8>, SyncError> {
         let mut url = self.api.clone();
         url.path_segments_mut()
             .expect("checked in new")
             .pop_if_empty()
-            .push(op.action());
+            .push(action);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
@@ -591,6 +614,12 @@ impl NocoBaseClient {
             .map(str::to_owned)
             .or(gateway_code.clone());
         let code_note = code.as_deref().map_or(String::new(), |c| format!(" ({c})"));
+        let gw = gateway_code.as_deref();
+        if let Some((r, m)) =
+            super::record_errors::classify(&self.shown, op.action(), status, gw, names)
+        {
+            return SyncError::new(r, m);
+        }
         let action = op.action();
         let base = &self.shown;
         let in_app = self
@@ -724,7 +753,7 @@ impl NocoBaseClient {
     }
 
     /// A 2xx answer whose body is not what NocoBase sends.
-    fn unreadable(&self, op: Op, status: u16) -> SyncError {
+    pub(super) fn unreadable(&self, op: Op, status: u16) -> SyncError {
         SyncError::new(
             reason::UNEXPECTED_RESPONSE,
             format!(

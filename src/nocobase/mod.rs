@@ -8,9 +8,12 @@
 //! without restarting the pod. See `docs/nocobase.md`.
 
 pub mod client;
+mod record_errors;
+pub mod records;
 pub mod sync;
 
 pub use client::{Listed, NocoBaseClient, NocoBaseOptions, SyncError, VarKind, VarWrite};
+pub use records::{Fields, ReadValue, Record};
 pub use sync::{
     CleanupOutcome, CleanupWait, Conflict, Desired, DesiredVar, Plan, Step, StepAction,
     SyncOutcome, SyncedState, SyncedVariable, cleanup, cleanup_plan, cleanup_wait, plan, sync,

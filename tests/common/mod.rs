@@ -7,6 +7,7 @@ use std::time::Duration;
 pub mod entra;
 pub mod fake_api;
 pub mod nocobase_emu;
+pub mod real_nocobase;
 
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};

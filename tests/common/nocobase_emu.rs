@@ -45,9 +45,30 @@ pub struct Var {
     pub updated_at: String,
 }
 
+/// An ordinary collection (the email manager's `mailSettings` or a stand-in): its fields,
+/// those hidden from reads (as `hidden: true` fields are), and its records.
+#[derive(Clone, Debug, Default)]
+pub struct Collection {
+    pub fields: Vec<String>,
+    pub hidden: Vec<String>,
+    /// Fields described but never stored by an update (the write silently lands nowhere).
+    pub ignored: Vec<String>,
+    pub records: Vec<serde_json::Map<String, Value>>,
+}
+
 #[derive(Default)]
 pub struct State {
     pub vars: BTreeMap<String, Var>,
+    /// Collections served by `<name>:list`, `<name>:update` and `swagger:get`.
+    pub collections: BTreeMap<String, Collection>,
+    /// The API-doc plugin is disabled (`swagger:get` answers 404).
+    pub no_api_doc: bool,
+    /// The next this many requests answer 503 `APP_COMMANDING` (NocoBase refreshing).
+    pub commanding: usize,
+    /// Record updates received (bodies are not kept).
+    pub record_updates: usize,
+    /// The next record update answers 503 `APP_COMMANDING` without writing.
+    pub fail_next_update: bool,
     /// `meta.updated` of the list: set by update and destroy, cleared by a restart.
     pub updated: bool,
     pub refreshes: usize,
@@ -115,6 +136,16 @@ impl Respond for NocoBase {
             }
         }
         let action = req.url.path().strip_prefix("/api/").unwrap_or("");
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.commanding > 0 {
+                st.commanding -= 1;
+                return json_fixture(503, "error_app_commanding.json");
+            }
+        }
+        if let Some(answer) = self.records(req, action) {
+            return answer;
+        }
         let known = matches!(
             action,
             "environmentVariables:list"
@@ -214,5 +245,149 @@ impl Respond for NocoBase {
             }
             _ => not_found(),
         }
+    }
+}
+
+fn query(req: &Request, key: &str) -> Option<String> {
+    req.url
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+impl NocoBase {
+    /// `swagger:get?ns=collections/<name>`, `<collection>:list` and `<collection>:update`,
+    /// shaped like NocoBase 2.2.15 (see tests/fixtures/nocobase/SOURCES.md).
+    fn records(&self, req: &Request, action: &str) -> Option<ResponseTemplate> {
+        let auth = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let authorized = auth == Some(&format!("Bearer {API_KEY}"));
+        let mut st = self.state.lock().unwrap();
+        if action == "swagger:get" {
+            if st.no_api_doc {
+                return Some(not_found());
+            }
+            if !authorized {
+                return Some(json_fixture(401, "error_invalid_token.json"));
+            }
+            let ns = query(req, "ns").unwrap_or_default();
+            let name = ns.strip_prefix("collections/").unwrap_or("");
+            let Some(c) = st.collections.get(name) else {
+                return Some(json_fixture(500, "error_swagger_unknown_collection.json"));
+            };
+            let props: serde_json::Map<String, Value> = c
+                .fields
+                .iter()
+                .map(|f| (f.clone(), json!({"type": "string"})))
+                .collect();
+            return Some(json_body(
+                200,
+                &json!({"openapi": "3.0.3", "info": {"title": "NocoBase API documentation"},
+                        "paths": {}, "tags": [{"name": name}],
+                        "components": {"schemas": {
+                            name: {"type": "object", "properties": props},
+                            format!("{name}.form"): {"allOf": [{"$ref": format!("#/components/schemas/{name}")}]}}}}),
+            ));
+        }
+        let (name, verb) = action.split_once(':')?;
+        if !matches!(verb, "list" | "update") || !st.collections.contains_key(name) {
+            return None;
+        }
+        if !authorized {
+            return Some(json_fixture(401, "error_invalid_token.json"));
+        }
+        let filter: serde_json::Map<String, Value> = query(req, "filter")
+            .and_then(|f| serde_json::from_str(&f).ok())
+            .unwrap_or_default();
+        let tk = query(req, "filterByTk");
+        let now = st.tick();
+        let mut updates = 0;
+        let mut st_fail = verb == "update" && std::mem::take(&mut st.fail_next_update);
+        let c = st.collections.get_mut(name).unwrap();
+        let hidden = c.hidden.clone();
+        let visible = |r: &serde_json::Map<String, Value>| {
+            let mut r = r.clone();
+            r.retain(|k, _| !hidden.contains(k));
+            Value::Object(r)
+        };
+        let answer = if verb == "list" && filter.keys().any(|k| !c.fields.contains(k)) {
+            json_body(
+                400,
+                &json!({"errors": [{"message": "Invalid SQL column or table reference"}]}),
+            )
+        } else if verb == "list" {
+            let data: Vec<Value> = c
+                .records
+                .iter()
+                .filter(|r| filter.iter().all(|(k, v)| r.get(k) == Some(v)))
+                .map(visible)
+                .collect();
+            json_body(200, &json!({ "data": data }))
+        } else if std::mem::take(&mut st_fail) {
+            json_fixture(503, "error_app_commanding.json")
+        } else {
+            let body: serde_json::Map<String, Value> =
+                serde_json::from_slice(&req.body).unwrap_or_default();
+            let fields = c.fields.clone();
+            let ignored = c.ignored.clone();
+            let mut out = vec![];
+            for r in c.records.iter_mut().filter(|r| {
+                tk.as_deref().is_some_and(|k| {
+                    r.get("id")
+                        .map(|v| v.to_string().trim_matches('"').to_owned())
+                        == Some(k.to_owned())
+                })
+            }) {
+                let mut changed = false;
+                for (k, v) in &body {
+                    // unknown fields are ignored, as NocoBase does
+                    if fields.contains(k) && !ignored.contains(k) && r.get(k) != Some(v) {
+                        r.insert(k.clone(), v.clone());
+                        changed = true;
+                    }
+                }
+                if changed && r.contains_key("updatedAt") {
+                    r.insert("updatedAt".into(), Value::from(now.clone()));
+                }
+                // the answer echoes the stored record (fields hidden from reads left out)
+                out.push(r.clone());
+            }
+            updates = 1;
+            let data: Vec<Value> = out.iter().map(visible).collect();
+            json_body(200, &json!({ "data": data }))
+        };
+        st.record_updates += updates;
+        Some(answer)
+    }
+}
+
+impl NocoBase {
+    /// The main application with the Variables and secrets plugin, serving `collections`.
+    pub fn with_collections(
+        collections: impl IntoIterator<Item = (&'static str, Collection)>,
+    ) -> Self {
+        let nb = NocoBase {
+            state: Arc::default(),
+            app: None,
+            plugin_enabled: true,
+        };
+        nb.state
+            .lock()
+            .unwrap()
+            .collections
+            .extend(collections.into_iter().map(|(n, c)| (n.to_owned(), c)));
+        nb
+    }
+
+    /// Serves this emulator on a fresh local port.
+    pub async fn serve(&self) -> wiremock::MockServer {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::path_regex("^/"))
+            .respond_with(self.clone())
+            .mount(&server)
+            .await;
+        server
     }
 }

@@ -30,7 +30,7 @@ pub const RESTARTING_RETRY: Duration = Duration::from_secs(5);
 pub const UNREACHABLE_RETRY: Duration = Duration::from_secs(30);
 
 /// Reads the NocoBase API key from its Secret and builds the client.
-async fn nocobase_client(
+pub(in crate::controller) async fn nocobase_client(
     mmi: &MicrosoftMailIntegration,
     nb: &NocoBaseSync,
     ctx: &Context,
