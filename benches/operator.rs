@@ -169,9 +169,14 @@ fn start_operator(kubeconfig: &Path, log: &Path, emu: &str) -> Operator {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
+    // allow-list entries are host:port, without the scheme
+    let host_port = emu
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
     for flag in ["--allowed-authority-hosts", "--allowed-graph-hosts"] {
         if help.contains(flag) {
-            args.push(format!("{flag}={emu}"));
+            args.push(format!("{flag}={host_port}"));
         }
     }
     if let Ok(extra) = std::env::var("OPERATOR_BENCH_ARGS") {

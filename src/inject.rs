@@ -76,7 +76,14 @@ pub fn selects(target: &Target, dep: &Deployment) -> bool {
 
 /// Whether a label selector matches these labels (nothing is allocated: this runs for
 /// every Deployment event in a namespace with selector targets).
+/// An empty selector matches nothing here (it is refused at admission): the index and
+/// `selects` must agree.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    {
+        return false;
+    }
     let labels_ok = sel
         .match_labels
         .iter()

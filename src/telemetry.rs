@@ -131,23 +131,7 @@ impl Default for Metrics {
             "Validations sent to Microsoft, by outcome and reason",
             validations.clone(),
         );
-        let microsoft_requests = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.025, 2.0, 10))
-        });
-        registry.register(
-            "microsoft_request_duration_seconds",
-            "Latency of requests to Microsoft (token endpoint and Graph)",
-            microsoft_requests.clone(),
-        );
-        let nocobase_requests =
-            Family::<NocoBaseRequestLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.025, 2.0, 10))
-            });
-        registry.register(
-            "nocobase_request_duration_seconds",
-            "Latency of requests to NocoBase's API (Variables and secrets, app:refresh)",
-            nocobase_requests.clone(),
-        );
+        let (microsoft_requests, nocobase_requests) = request_metrics(&mut registry);
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         let reconcile_errors = Counter::default();
@@ -180,6 +164,33 @@ impl Default for Metrics {
             reconcile_duration,
         }
     }
+}
+
+/// The latency histograms of outbound requests: Microsoft's, and NocoBase's apart.
+fn request_metrics(
+    registry: &mut Registry,
+) -> (
+    Family<RequestLabels, Histogram>,
+    Family<NocoBaseRequestLabels, Histogram>,
+) {
+    let microsoft_requests = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+        Histogram::new(exponential_buckets(0.025, 2.0, 10))
+    });
+    registry.register(
+        "microsoft_request_duration_seconds",
+        "Latency of requests to Microsoft (token endpoint and Graph)",
+        microsoft_requests.clone(),
+    );
+    let nocobase_requests =
+        Family::<NocoBaseRequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.025, 2.0, 10))
+        });
+    registry.register(
+        "nocobase_request_duration_seconds",
+        "Latency of requests to NocoBase's API (Variables and secrets, app:refresh)",
+        nocobase_requests.clone(),
+    );
+    (microsoft_requests, nocobase_requests)
 }
 
 type RotationMetrics = (

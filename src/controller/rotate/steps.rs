@@ -284,7 +284,22 @@ pub(super) async fn delivery(
         .nocobase
         .as_ref()
         .map(|_| is_true(condition::NOCOBASE_SYNCED));
+    d.mail_settings = mail_settings_hold(env.mmi, status, fp.as_deref());
     Ok(d)
+}
+
+/// The email manager's settings, when the operator writes them, are one more consumer:
+/// they hold the new value once their credentials fingerprint is the validated one.
+fn mail_settings_hold(
+    mmi: &crate::api::MicrosoftMailIntegration,
+    status: &crate::api::MicrosoftMailIntegrationStatus,
+    fp: Option<&str>,
+) -> Option<bool> {
+    let ms = mmi.spec.nocobase.as_ref()?.mail_settings.as_ref()?;
+    ms.enabled.then(|| {
+        let held = status.mail_settings.as_ref();
+        held.is_some_and(|m| fp == Some(m.credentials_fingerprint.as_str()))
+    })
 }
 
 /// removePassword for the old credential, once identified beyond doubt; then the previous
