@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 
 use crate::api::{MicrosoftMailIntegration, Rollout, Target};
 
+mod owners;
+pub use owners::orphaned_containers;
+
 /// Field manager for every write the operator makes.
 pub const FIELD_MANAGER: &str = "nocobase-mail-operator";
 /// Pod-template annotation holding the validated configuration's fingerprint.
@@ -66,10 +69,7 @@ pub fn selects(target: &Target, dep: &Deployment) -> bool {
         return false;
     };
     // An empty selector is refused (CEL and `allow::check_resource`); should one slip
-    // through, it selects nothing rather than every Deployment of the namespace.
-    if crate::input::selects_everything(target) {
-        return false;
-    }
+    // through, `selector_matches` selects nothing rather than every Deployment.
     static NONE: BTreeMap<String, String> = BTreeMap::new();
     selector_matches(sel, dep.metadata.labels.as_ref().unwrap_or(&NONE))
 }
@@ -245,7 +245,7 @@ pub fn plan_merged(
     let name = dep.metadata.name.clone().unwrap_or_default();
     let pod = dep.spec.as_ref().and_then(|s| s.template.spec.as_ref());
     let containers: Vec<_> = pod.iter().flat_map(|p| p.containers.iter()).collect();
-    let present: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    let present = owners::present(dep, &containers);
     let wanted = wanted_env(dep, &present, targets, secret)?;
     let mut up_to_date = true;
     for c in &containers {

@@ -3,7 +3,9 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use nocobase_mail_operator::api::{Rollout, Target};
-use nocobase_mail_operator::inject::{FINGERPRINT_ANNOTATION, apply_locally, plan, selects};
+use nocobase_mail_operator::inject::{
+    FIELD_MANAGER, FINGERPRINT_ANNOTATION, apply_locally, orphaned_containers, plan, selects,
+};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -20,6 +22,76 @@ fn deployment(containers: &[(&str, &[(&str, &str)])]) -> Deployment {
                 })).collect::<Vec<_>>()}}}
     }))
     .unwrap()
+}
+
+/// `metadata.managedFields` shaped as a real API server writes it (FieldsV1), each manager
+/// owning the listed containers.
+fn owned_by(d: &mut Deployment, owners: &[(&str, &str, &[&str])]) {
+    let entries: Vec<serde_json::Value> = owners
+        .iter()
+        .map(|(manager, operation, containers)| {
+            let items: serde_json::Map<String, serde_json::Value> = containers
+                .iter()
+                .map(|c| {
+                    (
+                        format!("k:{{\"name\":\"{c}\"}}"),
+                        json!({".": {}, "f:name": {}}),
+                    )
+                })
+                .collect();
+            json!({"manager": manager, "operation": operation, "apiVersion": "apps/v1",
+                   "time": "2026-11-25T10:00:00Z", "fieldsType": "FieldsV1",
+                   "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": items}}}}})
+        })
+        .collect();
+    d.metadata.managed_fields = Some(serde_json::from_value(json!(entries)).unwrap());
+}
+
+#[test]
+fn containers_only_the_operator_owns_are_left_out_and_given_back() {
+    let installed = &[("app", &[("APP_KEY", "x")][..]), ("sidecar", &[][..])];
+    let t = target(json!({"deploymentName": "nocobase"}));
+    // without managedFields nothing is known: every container is injected
+    let mut d = deployment(installed);
+    assert!(orphaned_containers(&d).is_empty());
+    // Flux still owns both
+    owned_by(
+        &mut d,
+        &[
+            ("flux", "Apply", &["app", "sidecar"]),
+            (FIELD_MANAGER, "Apply", &["app", "sidecar"]),
+        ],
+    );
+    assert!(orphaned_containers(&d).is_empty());
+    assert_eq!(
+        plan(&d, &t, "m-microsoft-credentials", "f")
+            .unwrap()
+            .containers,
+        ["app", "sidecar"]
+    );
+    // Flux dropped the sidecar: only the operator holds it
+    owned_by(
+        &mut d,
+        &[
+            ("flux", "Apply", &["app"]),
+            (FIELD_MANAGER, "Apply", &["app", "sidecar"]),
+        ],
+    );
+    assert_eq!(orphaned_containers(&d), ["sidecar"]);
+    let p = plan(&d, &t, "m-microsoft-credentials", "f").unwrap();
+    assert_eq!(p.containers, ["app"]);
+    assert!(!p.up_to_date, "the next apply gives the sidecar back");
+    let applied = &p.patch["spec"]["template"]["spec"]["containers"];
+    assert_eq!(applied.as_array().unwrap().len(), 1);
+    // a container nobody but its creator owns (kubectl) is not the operator's to drop
+    owned_by(
+        &mut d,
+        &[
+            ("kubectl-create", "Update", &["app"]),
+            (FIELD_MANAGER, "Apply", &["app"]),
+        ],
+    );
+    assert!(orphaned_containers(&d).is_empty());
 }
 
 fn target(v: serde_json::Value) -> Target {

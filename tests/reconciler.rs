@@ -234,10 +234,16 @@ fn assert_rbac_covers(api: &FakeApi) {
             None => r.resource.clone(),
         };
         let allowed = |verb: &str| {
+            // a rule with resourceNames covers only requests naming one of them (never a
+            // list, a watch or a create, which name no object)
             rules.iter().any(|rule| {
                 rule.api_group == r.api_group
                     && rule.resource == resource
                     && rule.verbs.contains(&verb)
+                    && (rule.resource_names.is_empty()
+                        || r.name
+                            .as_deref()
+                            .is_some_and(|n| rule.resource_names.contains(&n) && verb != "create"))
             })
         };
         assert!(
@@ -254,6 +260,34 @@ fn assert_rbac_covers(api: &FakeApi) {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn leader_election_stays_within_its_lease_rule() {
+    let api = FakeApi::new();
+    let manager =
+        nocobase_mail_operator::controller::leader_lease(api.client(), "operators", "pod-a")
+            .await
+            .unwrap();
+    let (mut rx, task) = manager.watch().await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !*rx.borrow_and_update() {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("leadership within 10 s");
+    drop(rx);
+    let _ = task.await;
+    let leases: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "leases")
+        .collect();
+    assert!(leases.iter().any(|r| r.verb == "create"), "{leases:?}");
+    assert!(leases.iter().any(|r| r.verb != "create"), "{leases:?}");
+    // get/patch name the operator's own Lease; create is the separate rule
+    assert_rbac_covers(&api);
 }
 
 fn assert_no_secret_in_requests(api: &FakeApi) {
@@ -1219,6 +1253,89 @@ async fn a_second_integration_on_another_container_gets_env_conflict_too() {
             "MICROSOFT_TENANT_ID"
         ]
     );
+}
+
+/// What a GitOps tool (Flux, Argo CD) applies, with server-side apply under its own field
+/// manager: the `nocobase` container, and the sidecar unless `with_sidecar` is false.
+async fn gitops_apply(h: &Harness, with_sidecar: bool) -> Result<(), kube::Error> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let mut containers = vec![json!({"name": "nocobase", "image": "nocobase/nocobase:2.2.15"})];
+    if with_sidecar {
+        containers.push(json!({"name": "sidecar", "image": "busybox"}));
+    }
+    let body = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": NS, "labels": {"app": "nocobase"}},
+        "spec": {"selector": {"matchLabels": {"app": "nocobase"}},
+            "template": {"metadata": {"labels": {"app": "nocobase"}},
+                "spec": {"containers": containers}}}});
+    let api: Api<Deployment> = Api::namespaced(h.api.client(), NS);
+    let pp = kube::api::PatchParams::apply("flux").force();
+    api.patch("web", &pp, &kube::api::Patch::Apply(&body))
+        .await
+        .map(|_| ())
+}
+
+fn container_names(dep: &Value) -> Vec<String> {
+    dep["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_container_gitops_removed_is_given_back_and_goes() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    gitops_apply(&h, true).await.unwrap();
+    h.integration("outlook", "entra", json!([{"deploymentName": "web"}]));
+    h.settle("outlook").await;
+    assert_eq!(env_names(&h.dep("web"), 1).len(), 3, "injected into both");
+
+    // Flux drops the sidecar: the entry survives, held only by the operator's env entries.
+    gitops_apply(&h, false).await.unwrap();
+    let held = h.dep("web");
+    assert_eq!(container_names(&held), ["nocobase", "sidecar"]);
+    assert!(held["spec"]["template"]["spec"]["containers"][1]["image"].is_null());
+
+    // The operator sees (managedFields) that no other manager owns it, and gives it back.
+    h.settle("outlook").await;
+    let dep = h.dep("web");
+    assert_eq!(container_names(&dep), ["nocobase"]);
+    assert_eq!(
+        env_names(&dep, 0).len(),
+        3,
+        "the remaining container keeps its env"
+    );
+    assert_eq!(h.condition("outlook", "Injected").1, "Injected");
+    // and stays away: further rounds write nothing, Flux's apply goes through unchanged
+    h.api.clear_requests();
+    h.reconcile("outlook").await;
+    assert_eq!(h.api.writes(), 0);
+    gitops_apply(&h, false).await.unwrap();
+    assert_eq!(container_names(&h.dep("web")), ["nocobase"]);
+}
+
+#[tokio::test]
+async fn a_named_container_no_other_manager_owns_is_not_found() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    gitops_apply(&h, true).await.unwrap();
+    h.integration(
+        "outlook",
+        "entra",
+        json!([{"deploymentName": "web", "containers": ["sidecar"]}]),
+    );
+    h.settle("outlook").await;
+    gitops_apply(&h, false).await.unwrap();
+    h.settle("outlook").await;
+    let (status, reason, message) = h.condition("outlook", "Injected");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ContainerNotFound")
+    );
+    assert!(message.contains("no container named sidecar"), "{message}");
 }
 
 /// A NocoBase emulator and an integration `outlook` synced into it.

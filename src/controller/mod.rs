@@ -349,6 +349,23 @@ async fn signal_ready(store: Store<MicrosoftMailIntegration>, sync: Arc<CacheSyn
 }
 
 /// `run`: connect, serve health and metrics, wait for leadership, reconcile until SIGTERM.
+/// The leader-election Lease manager: the Lease [`crate::rbac::LEASE_NAME`] in `ns`, 15 s
+/// duration, renewed 5 s before it runs out.
+pub async fn leader_lease(
+    client: Client,
+    ns: &str,
+    identity: &str,
+) -> Result<kube_lease_manager::LeaseManager, String> {
+    kube_lease_manager::LeaseManagerBuilder::new(client, crate::rbac::LEASE_NAME)
+        .with_namespace(ns)
+        .with_identity(identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .map_err(|e| format!("leader election set-up failed: {e}"))
+}
+
 pub async fn run(settings: Settings) -> Result<(), String> {
     let client = Client::try_default().await.map_err(|e| {
         format!("cannot connect to Kubernetes (in-cluster config or KUBECONFIG): {e}")
@@ -371,15 +388,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        let manager =
-            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), crate::rbac::LEASE_NAME)
-                .with_namespace(ns.clone())
-                .with_identity(settings.identity.clone())
-                .with_duration(15)
-                .with_grace(5)
-                .build()
-                .await
-                .map_err(|e| format!("leader election set-up failed: {e}"))?;
+        let manager = leader_lease(client.clone(), &ns, &settings.identity).await?;
         let (mut rx, task) = manager.watch().await;
         // A standby is healthy and ready to take over; it reports ready until it leads, and
         // then again once its caches have synced.

@@ -911,8 +911,19 @@ impl State {
         match verb {
             "get" => {
                 let name = t.name.as_deref().unwrap_or_default();
+                // a GET shows the field ownership, as a real API server does (the operator
+                // reads it to give back containers no other manager owns any more)
                 self.entry(&t.gr(), t.ns(), name)
-                    .map(|e| Resp::Json(200, e.obj.clone()))
+                    .map(|e| {
+                        let mut obj = e.obj.clone();
+                        let av = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+                        set_meta(
+                            &mut obj,
+                            "managedFields",
+                            managed_fields_json(&e.managers, &av),
+                        );
+                        Resp::Json(200, obj)
+                    })
                     .ok_or_else(|| ApiErr::not_found(t, name))
             }
             "list" => self.list(ctx).map(|v| Resp::Json(200, v)),
@@ -2168,6 +2179,49 @@ fn path_string(p: &[Seg]) -> String {
             Seg::Set(v) => format!("[{v}]"),
         })
         .collect()
+}
+
+/// `metadata.managedFields` as the API server writes it: one entry per manager, its fields
+/// in the `FieldsV1` trie (`f:` fields, `k:` list-map keys, `v:` set values, `.` for an
+/// item owned as a whole).
+fn managed_fields_json(managers: &Managers, api_version: &str) -> Value {
+    let entries: Vec<Value> = managers
+        .iter()
+        .map(|(k, paths)| {
+            let mut trie = json!({});
+            for p in paths {
+                let mut node = &mut trie;
+                for seg in p {
+                    let key = match seg {
+                        Seg::Field(f) => format!("f:{f}"),
+                        Seg::Key(kf, v) => format!("k:{{{}:{v}}}", json_str(&json!(kf))),
+                        Seg::Set(v) => format!("v:{v}"),
+                    };
+                    node = node
+                        .as_object_mut()
+                        .expect("trie nodes are objects")
+                        .entry(key)
+                        .or_insert_with(|| json!({}));
+                }
+                if matches!(p.last(), Some(Seg::Key(..))) {
+                    node["."] = json!({});
+                }
+            }
+            let mut e = json!({
+                "manager": k.manager,
+                "operation": k.operation,
+                "apiVersion": api_version,
+                "time": now(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": trie,
+            });
+            if !k.subresource.is_empty() {
+                e["subresource"] = json!(k.subresource);
+            }
+            e
+        })
+        .collect();
+    json!(entries)
 }
 
 fn is_marker(p: &[Seg]) -> bool {
