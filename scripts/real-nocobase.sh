@@ -285,6 +285,12 @@ key_works() {
   [ "$(http_status -H "Authorization: Bearer $key" "$URL/api/environmentVariables:list?paginate=false")" = 200 ]
 }
 
+# The env file of an earlier start may name another checkout's copy of this script: the
+# tests call NOCOBASE_E2E_SCRIPT to stop and start NocoBase, so it must be this one.
+own_env_file() {
+  sed -i "s|^export NOCOBASE_E2E_SCRIPT=.*|export NOCOBASE_E2E_SCRIPT=$SCRIPT_PATH|" "$ENV_FILE"
+}
+
 cmd_start() {
   mkdir -p "$RUN"
   exec 9>"$HOME_DIR/lock"
@@ -292,6 +298,7 @@ cmd_start() {
   if key_works; then
     # Started by someone else: a `stop-started` after this start stops nothing.
     : >"$STARTED"
+    own_env_file
     log "reusing the running NocoBase on $URL"
     echo "$ENV_FILE"
     return
@@ -307,6 +314,7 @@ cmd_start() {
   install_db
   start_app
   key_works || create_key
+  own_env_file
   log "ready in $((SECONDS - t0)) s"
   echo "$ENV_FILE"
 }

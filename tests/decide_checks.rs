@@ -320,3 +320,43 @@ fn set_condition_keeps_the_transition_time_while_the_status_holds() {
         ("True", t1)
     );
 }
+
+#[test]
+fn a_restart_keeps_each_condition_as_it_was() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    let cond = |t: &str, status: &str, reason: &str| Condition {
+        type_: t.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: "before".into(),
+        last_transition_time: Time(now()),
+        observed_generation: None,
+    };
+    let previous = [
+        cond("NocoBaseSynced", "True", "Synced"),
+        cond("MailSettingsSynced", "False", "MailSettingsFieldUnknown"),
+    ];
+    let restarting = |t: &str| conditions::while_restarting(&previous, t, "NocoBase restarts");
+    let c = restarting("NocoBaseSynced");
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::True, "NocoBaseRestarting")
+    );
+    assert_eq!(c.message, "NocoBase restarts. Before the restart: before");
+    // a False condition keeps the reason that names what is wrong
+    let c = restarting("MailSettingsSynced");
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::False, "MailSettingsFieldUnknown")
+    );
+    // never set before: Unknown, and nothing to recall
+    let c = restarting("AppRegistrationReady");
+    assert_eq!(
+        (c.status, c.reason.as_str(), c.message.as_str()),
+        (
+            ConditionStatus::Unknown,
+            "NocoBaseRestarting",
+            "NocoBase restarts."
+        )
+    );
+}

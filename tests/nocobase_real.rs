@@ -46,29 +46,10 @@ struct Real {
 
 /// The running NocoBase, or `None` (skip) outside the test command.
 fn real() -> Option<Real> {
-    let required = std::env::var("NOCOBASE_REAL_REQUIRED").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    match (
-        std::env::var("NOCOBASE_E2E_URL"),
-        std::env::var("NOCOBASE_E2E_API_KEY"),
-    ) {
-        (Ok(url), Ok(key)) if !url.is_empty() && !key.is_empty() => Some(Real { url, key }),
-        _ if required => panic!(
-            "no real NocoBase: NOCOBASE_E2E_URL and NOCOBASE_E2E_API_KEY are not set. \
-             `bash scripts/test.sh` starts one; by hand: `bash scripts/real-nocobase.sh start` \
-             then `source \"$(bash scripts/real-nocobase.sh env)\"`"
-        ),
-        _ => {
-            // Straight to stderr: the test harness hides eprintln! of passing tests.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: no real NocoBase (NOCOBASE_E2E_URL, NOCOBASE_E2E_API_KEY unset); \
-                 `bash scripts/test.sh` runs this suite against one it starts"
-            );
-            None
-        }
-    }
+    common::real_nocobase::RealNocoBase::from_env_or_skip().map(|nb| Real {
+        url: nb.url,
+        key: nb.key,
+    })
 }
 
 struct Harness {

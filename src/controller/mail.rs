@@ -41,7 +41,7 @@ pub(super) async fn sync_mail_settings(
         message,
         state,
         writes: 0,
-        retry_soon: false,
+        retry_after: None,
     };
     let (CredentialCheck::Ready { fingerprint }, Some(c)) = (check, creds) else {
         return held_back(state);
@@ -73,9 +73,20 @@ pub(super) async fn sync_mail_settings(
         };
     }
     warn!(reason = out.reason, "email manager settings not written");
+    if out.reason == crate::nocobase::reason::NOCOBASE_RESTARTING {
+        let t = crate::api::condition::MAIL_SETTINGS_SYNCED;
+        let c = crate::decide::while_restarting(&previous.conditions, t, &out.message);
+        return MailSettingsReport {
+            writes,
+            retry_after: Some(super::reconcile::nocobase::RESTARTING_RETRY),
+            ..report(c.status, &c.reason, c.message, out.state)
+        };
+    }
     MailSettingsReport {
         writes,
-        retry_soon: out.transient,
+        retry_after: out
+            .transient
+            .then_some(super::reconcile::nocobase::UNREACHABLE_RETRY),
         ..report(ConditionStatus::False, out.reason, out.message, out.state)
     }
 }
@@ -101,7 +112,7 @@ fn held_back(state: Option<crate::mailsettings::MailSettingsStatus>) -> MailSett
         message,
         state,
         writes: 0,
-        retry_soon: false,
+        retry_after: None,
     }
 }
 
@@ -117,27 +128,4 @@ pub(super) fn to_clear(
     let ms = nb.mail_settings.as_ref().filter(|m| m.clear_on_cleanup)?;
     let state = mmi.status.as_ref()?.mail_settings.as_ref()?;
     Some((nb, ms, state))
-}
-
-/// On deletion with `clearOnCleanup`: empties the fields the operator wrote. One attempt:
-/// NocoBase gone for good must not hold the integration forever.
-pub(super) async fn cleanup_mail_settings(
-    ms: &MailSettings,
-    state: &crate::mailsettings::MailSettingsStatus,
-    client: Result<NocoBaseClient, (String, String)>,
-) {
-    match client {
-        Ok(client) => match mailsettings::cleanup(&client, ms, state).await {
-            Ok(cleared) => {
-                info!(fields = ?cleared, "emptied the email manager's settings the operator wrote")
-            }
-            Err(e) => {
-                warn!(reason = e.reason, error = %e.message, "could not empty the email manager's settings; clear them by hand")
-            }
-        },
-        Err((reason, message)) => warn!(
-            reason,
-            message, "could not empty the email manager's settings; clear them by hand"
-        ),
-    }
 }

@@ -250,8 +250,8 @@ async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, 
         None => d.requeue_after,
     };
     // the email manager's settings, likewise, while NocoBase is down or restarting
-    if mail_settings.as_ref().is_some_and(|m| m.retry_soon) {
-        requeue = requeue.min(std::time::Duration::from_secs(30));
+    if let Some(soon) = mail_settings.as_ref().and_then(|m| m.retry_after) {
+        requeue = requeue.min(soon);
     }
     Ok(Action::requeue(requeue))
 }
@@ -577,7 +577,8 @@ async fn targeted_deployments(
 
 /// On deletion: give back every Deployment field the operator owns. The managed Secret is
 /// garbage-collected with its owner; the user's Secret is never touched. NocoBase's
-/// variables were deleted before ([`nocobase::cleanup_nocobase`]), when opted in.
+/// variables and the email manager's fields were cleaned up before
+/// ([`nocobase::cleanup_nocobase`]), when opted in.
 async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
@@ -592,10 +593,6 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
     let names = inject::holding(&before, &mmi.spec.targets, &all);
     for n in &names {
         release(&deployments, n, &ctx.own_writes).await?;
-    }
-    if let Some((nb, ms, state)) = super::mail::to_clear(mmi) {
-        let client = nocobase::nocobase_client(mmi, nb, ctx).await?;
-        super::mail::cleanup_mail_settings(ms, state, client).await;
     }
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");

@@ -34,6 +34,27 @@ impl Cond {
     }
 }
 
+/// NocoBase is reloading its plugins (`NocoBaseRestarting`): the condition `type_` keeps
+/// its status, since a restart is no news about the configuration; a False one keeps its
+/// reason too, which still names what is wrong until NocoBase answers again. The message
+/// says what happened and what held before.
+pub fn while_restarting(previous: &[Condition], type_: &str, message: &str) -> Cond {
+    let old = previous.iter().find(|c| c.type_ == type_);
+    let status = match old.map(|c| c.status.as_str()) {
+        Some("True") => ConditionStatus::True,
+        Some("False") => ConditionStatus::False,
+        _ => ConditionStatus::Unknown,
+    };
+    let reason = match old {
+        Some(c) if status == ConditionStatus::False => c.reason.clone(),
+        _ => crate::nocobase::reason::NOCOBASE_RESTARTING.to_owned(),
+    };
+    let before = old
+        .map(|c| format!(" Before the restart: {}", c.message))
+        .unwrap_or_default();
+    Cond::new(status, reason, format!("{message}.{before}"))
+}
+
 /// `CredentialsValid`: a credential problem, else the verdict about these credentials,
 /// else why there is none yet.
 pub fn credentials_valid(check: &CredentialCheck, records: &Records) -> Cond {

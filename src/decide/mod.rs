@@ -21,7 +21,7 @@ use crate::api::{
     SecretExpiryStatus, condition,
 };
 use crate::microsoft::Verdict;
-pub use conditions::{Cond, ReadyInput, set_condition};
+pub use conditions::{Cond, ReadyInput, set_condition, while_restarting};
 pub use events::{EVENT_NOTE_MAX_BYTES, event_note};
 pub use records::{
     Delivery, Records, acceptance, delivery, fold_attempt, interval, retry_delay, validation_due,
@@ -118,8 +118,8 @@ pub struct MailSettingsReport {
     pub state: Option<crate::api::MailSettingsStatus>,
     /// Fields written this round (a Normal Event says so).
     pub writes: usize,
-    /// A transient failure (NocoBase down or restarting): ask again soon.
-    pub retry_soon: bool,
+    /// A transient failure (NocoBase down or restarting): ask again within this time.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -210,35 +210,20 @@ fn nothing_new(nb: &NocoBaseSync, why: String, state: SyncedState) -> NocoBaseRe
     }
 }
 
-/// NocoBase is reloading: the condition keeps its status (a restart is no news about the
-/// configuration); a False one also keeps its reason, which still names what is wrong
-/// until NocoBase answers again. Asked again within seconds.
+/// NocoBase is reloading: the condition keeps its status and, when False, its reason
+/// ([`crate::decide::while_restarting`]). Asked again within seconds.
 fn restarting(
     previous: &MicrosoftMailIntegrationStatus,
     message: String,
     state: SyncedState,
     writes: usize,
 ) -> NocoBaseReport {
-    let old = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == crate::api::condition::NOCOBASE_SYNCED);
-    let status = match old.map(|c| c.status.as_str()) {
-        Some("True") => ConditionStatus::True,
-        Some("False") => ConditionStatus::False,
-        _ => ConditionStatus::Unknown,
-    };
-    let reason = match old {
-        Some(c) if status == ConditionStatus::False => c.reason.clone(),
-        _ => reason::NOCOBASE_RESTARTING.to_owned(),
-    };
-    let before = old
-        .map(|c| format!(" Before the restart: {}", c.message))
-        .unwrap_or_default();
+    let t = crate::api::condition::NOCOBASE_SYNCED;
+    let c = crate::decide::while_restarting(&previous.conditions, t, &message);
     NocoBaseReport {
-        status,
-        reason,
-        message: format!("{message}.{before}"),
+        status: c.status,
+        reason: c.reason,
+        message: c.message,
         state,
         writes,
         retry_after: Some(RESTARTING_RETRY),
@@ -270,69 +255,147 @@ fn desired(mmi: &MicrosoftMailIntegration, nb: &NocoBaseSync, c: &Credentials) -
     ]
 }
 
-/// On deletion with `deleteOnCleanup`, before the finalizer goes: deletes the variables the
-/// operator owns. `Some(action)` while it waits for a NocoBase that is down, restarting or
-/// overloaded (the finalizer stays); `None` when done, when there is nothing to do, or
-/// when it gave up (an answer that can never succeed, or `cleanupTimeout` passed), each
-/// give-up with a Warning Event naming the variables left behind.
+/// On deletion, before the finalizer goes: deletes the variables the operator owns
+/// (`deleteOnCleanup`) and empties the email manager's fields it wrote (`clearOnCleanup`).
+/// `Some(action)` while it waits for a NocoBase that is down, restarting or overloaded (the
+/// finalizer stays); `None` when done, when there is nothing to do, or when it gave up (an
+/// answer that can never succeed, or `cleanupTimeout` passed), each give-up with a Warning
+/// Event naming what is left behind.
 pub async fn cleanup_nocobase(
     mmi: &MicrosoftMailIntegration,
     ctx: &Context,
 ) -> Result<Option<Action>, Error> {
     let deleting =
         mmi.meta().deletion_timestamp.is_some() && mmi.finalizers().iter().any(|f| f == FINALIZER);
-    let (Some(nb), Some(state)) = (
-        &mmi.spec.nocobase,
-        mmi.status.as_ref().and_then(|s| s.nocobase.as_ref()),
-    ) else {
+    let Some(nb) = mmi.spec.nocobase.as_ref().filter(|_| deleting) else {
         return Ok(None);
     };
-    if !deleting || !nb.delete_on_cleanup || state.owned.is_empty() {
+    let vars = mmi
+        .status
+        .as_ref()
+        .and_then(|s| s.nocobase.as_ref())
+        .filter(|s| nb.delete_on_cleanup && !s.owned.is_empty());
+    let mail = super::super::mail::to_clear(mmi);
+    let left = leftovers(vars, mail.map(|(_, _, st)| st));
+    if left.is_empty() {
         return Ok(None);
     }
-    let left = state.owned.join(", ");
     let client = match nocobase_client(mmi, nb, ctx).await? {
         Ok(c) => c,
         Err((reason, message)) => {
-            give_up(ctx, mmi, &reason, &format!("{message} The operator cannot delete its NocoBase variables {left}; delete them by hand in NocoBase (Settings > Variables and secrets).")).await;
+            give_up(
+                ctx,
+                mmi,
+                &reason,
+                &format!(
+                    "{message} The operator cannot clean up {}; do it by hand in NocoBase.",
+                    left.join(" and ")
+                ),
+            )
+            .await;
             return Ok(None);
         }
     };
-    let e = match nocobase::cleanup(&client, state, true).await {
-        Ok(done) => {
-            info!(deleted = ?done.deleted, "deleted the operator's NocoBase variables");
-            return Ok(None);
-        }
-        Err(e) => e,
-    };
-    if !e.transient {
-        give_up(ctx, mmi, e.reason, &format!("{} The operator gives up deleting its NocoBase variables {left}: this answer does not change by waiting. Delete them by hand in NocoBase (Settings > Variables and secrets).", e.message)).await;
-        return Ok(None);
+    let mut waiting = None;
+    if let Some(state) = vars {
+        let e = match nocobase::cleanup(&client, state, true).await {
+            Ok(done) => {
+                info!(deleted = ?done.deleted, "deleted the operator's NocoBase variables");
+                None
+            }
+            Err(e) => Some(e),
+        };
+        waiting = settle_cleanup(ctx, mmi, e, &left[0]).await;
     }
+    if let Some((_, ms, state)) = mail {
+        let e = match crate::mailsettings::cleanup(&client, ms, state).await {
+            Ok(cleared) => {
+                info!(fields = ?cleared, "emptied the email manager's settings the operator wrote");
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let what = left.last().expect("mail settings are listed");
+        waiting = waiting.or(settle_cleanup(ctx, mmi, e, what).await);
+    }
+    match waiting {
+        Some(e) => wait_for_cleanup(mmi, ctx, nb, &e, &left.join(" and ")).await,
+        None => Ok(None),
+    }
+}
+
+/// What the cleanup has to remove, in words for Events: the variables, the mail settings.
+fn leftovers(
+    vars: Option<&SyncedState>,
+    mail: Option<&crate::mailsettings::MailSettingsStatus>,
+) -> Vec<String> {
+    let mut out = vec![];
+    if let Some(v) = vars {
+        out.push(format!(
+            "its NocoBase variables {} (Settings > Variables and secrets)",
+            v.owned.join(", ")
+        ));
+    }
+    if let Some(m) = mail.filter(|m| !m.fields.is_empty()) {
+        let fields: Vec<&str> = m.fields.keys().map(String::as_str).collect();
+        out.push(format!(
+            "the email manager's fields {} in record {} of {} (the Email settings page)",
+            fields.join(", "),
+            m.record,
+            m.collection
+        ));
+    }
+    out
+}
+
+/// One cleanup step's error: a transient one is returned to wait for; any other is given
+/// up at once with a Warning Event, as it does not change by waiting.
+async fn settle_cleanup(
+    ctx: &Context,
+    mmi: &MicrosoftMailIntegration,
+    e: Option<nocobase::SyncError>,
+    what: &str,
+) -> Option<nocobase::SyncError> {
+    let e = e?;
+    if e.transient {
+        return Some(e);
+    }
+    give_up(ctx, mmi, e.reason, &format!("{} The operator gives up removing {what}: this answer does not change by waiting. Remove it by hand.", e.message)).await;
+    None
+}
+
+/// A transient failure during cleanup: retry with growing pauses until `cleanupTimeout`,
+/// counted from `status.nocobase.cleanupWaitingSince` so that a restart does not reset it.
+async fn wait_for_cleanup(
+    mmi: &MicrosoftMailIntegration,
+    ctx: &Context,
+    nb: &NocoBaseSync,
+    e: &nocobase::SyncError,
+    left: &str,
+) -> Result<Option<Action>, Error> {
     let now = now(ctx);
-    let since = state
-        .cleanup_waiting_since
-        .as_deref()
+    let since = mmi
+        .status
+        .as_ref()
+        .and_then(|s| s.nocobase.as_ref())
+        .and_then(|s| s.cleanup_waiting_since.as_deref())
         .and_then(|s| s.parse::<Timestamp>().ok());
-    match nocobase::cleanup_wait(
-        since,
-        now,
-        crate::expiry::cleanup_timeout(&nb.cleanup_timeout),
-    ) {
+    let timeout = crate::expiry::cleanup_timeout(&nb.cleanup_timeout);
+    match nocobase::cleanup_wait(since, now, timeout) {
         CleanupWait::GiveUp => {
-            give_up(ctx, mmi, e.reason, &format!("{} The operator tried for {} (spec.nocobase.cleanupTimeout) and gives up; the variables {left} stay in NocoBase: delete them by hand (Settings > Variables and secrets).", e.message, nb.cleanup_timeout)).await;
+            give_up(ctx, mmi, e.reason, &format!("{} The operator tried for {} (spec.nocobase.cleanupTimeout) and gives up; {left} stay in NocoBase: remove them by hand.", e.message, nb.cleanup_timeout)).await;
             Ok(None)
         }
         CleanupWait::Retry(pause) => {
-            info!(reason = e.reason, retry_in = ?pause, "still waiting for NocoBase to delete the operator's variables");
+            info!(reason = e.reason, retry_in = ?pause, "still waiting for NocoBase to clean up");
             Ok(Some(Action::requeue(pause)))
         }
         CleanupWait::Start(pause) => {
             record_wait_start(mmi, ctx, now).await?;
             let until = now
-                .checked_add(crate::expiry::cleanup_timeout(&nb.cleanup_timeout))
+                .checked_add(timeout)
                 .map_or_else(|_| "later".to_owned(), |t| t.to_string());
-            publish(ctx, mmi, true, "NocoBaseCleanupWaiting", &format!("{} The integration is being deleted: the operator retries deleting its NocoBase variables {left} until {until} (spec.nocobase.cleanupTimeout {}), then gives up.", e.message, nb.cleanup_timeout)).await;
+            publish(ctx, mmi, true, "NocoBaseCleanupWaiting", &format!("{} The integration is being deleted: the operator retries removing {left} until {until} (spec.nocobase.cleanupTimeout {}), then gives up.", e.message, nb.cleanup_timeout)).await;
             Ok(Some(Action::requeue(pause)))
         }
     }
