@@ -20,8 +20,6 @@ const PENDING: &[&str] = &[
     "src/controller/reconcile.rs inject_targets",
     "src/inject.rs plan",
     "src/controller/reconcile.rs",
-    "src/nocobase/client.rs",
-    "src/nocobase/sync.rs",
 ];
 
 fn pending(path: &Path, item: Option<&str>) -> bool {

@@ -1,24 +1,75 @@
-//! Everything about NocoBase's "Variables and secrets" (`@nocobase/plugin-environment-variables`):
-//! the REST client ([`client`], the only NocoBase I/O) and the pure sync plan plus the sync
-//! sequence built on it ([`sync`]).
+//! Everything about NocoBase's "Variables and secrets" (`@nocobase/plugin-environment-variables`),
+//! laid out like [`crate::microsoft`]: the REST client ([`client`], the only NocoBase I/O,
+//! with [`records`] for ordinary collections), the pure reading of its answers
+//! ([`classify`], [`endpoint`]), and the sync as plan ([`plan`], pure) / execute ([`sync`])
+//! / record ([`record`], pure).
 //!
 //! The operator writes the validated Microsoft credentials into three NocoBase variables
 //! (client ID and tenant ID of type `default`, client secret of type `secret`), which the
 //! email manager's settings reference as `{{$env.NAME}}`; `app:refresh` applies a change
 //! without restarting the pod. See `docs/nocobase.md`.
 
+pub mod classify;
 pub mod client;
+pub mod endpoint;
+pub mod plan;
+pub mod record;
 mod record_errors;
 pub mod records;
 pub mod sync;
 
-pub use client::{Listed, NocoBaseClient, NocoBaseOptions, SyncError, VarKind, VarWrite};
-pub use records::{Fields, ReadValue, Record};
-pub use sync::{
-    CleanupOutcome, CleanupWait, Conflict, Desired, DesiredVar, Plan, Step, StepAction,
-    SyncOutcome, SyncedState, SyncedVariable, cleanup, cleanup_plan, cleanup_wait, plan, sync,
-    value_fingerprint,
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use classify::SyncError;
+pub use client::{Listed, NocoBaseClient, NocoBaseOptions, VarWrite};
+pub use plan::{
+    Conflict, Desired, DesiredVar, Plan, Step, StepAction, SyncedState, SyncedVariable,
+    cleanup_plan, plan, value_fingerprint,
 };
+pub use record::{CleanupWait, SyncOutcome, cleanup_wait};
+pub use records::{Fields, ReadValue, Record};
+pub use sync::{CleanupOutcome, cleanup, sync};
+
+/// The type of a NocoBase variable. NocoBase treats every `type` other than `secret` as
+/// plain text (`model.type === "secret"` decides encryption), so an unknown or missing
+/// `type` in a listing reads as [`VarKind::Default`].
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum VarKind {
+    /// Plain text, shown in NocoBase's UI and listed with its value.
+    Default,
+    /// AES-encrypted at rest, never listed with its value.
+    Secret,
+}
+
+impl VarKind {
+    /// The `type` NocoBase stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VarKind::Default => "default",
+            VarKind::Secret => "secret",
+        }
+    }
+
+    fn from_nocobase(t: Option<&str>) -> Self {
+        if t == Some("secret") {
+            VarKind::Secret
+        } else {
+            VarKind::Default
+        }
+    }
+}
+
+impl fmt::Display for VarKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Machine-readable reasons of a failed sync (status conditions, Events, metrics).
 pub mod reason {
@@ -81,7 +132,7 @@ pub fn valid_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_name;
+    use super::{VarKind, valid_name};
 
     #[test]
     fn names_follow_the_plugin_pattern() {
@@ -93,5 +144,12 @@ mod tests {
         }
         assert!(valid_name(&"A".repeat(255)));
         assert!(!valid_name(&"A".repeat(256)));
+    }
+
+    #[test]
+    fn kinds_follow_nocobase() {
+        assert_eq!(VarKind::from_nocobase(Some("secret")), VarKind::Secret);
+        assert_eq!(VarKind::from_nocobase(Some("default")), VarKind::Default);
+        assert_eq!(VarKind::from_nocobase(None), VarKind::Default);
     }
 }
