@@ -30,7 +30,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const NS: &str = "nocobase";
-const MMI_AV: &str = "nocobase-mail-operator.dev/v1alpha1";
+use common::harness::{self, MMI_AV};
 const GOOD: &str = "Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK";
 const GOOD2: &str = "Rw3Yb8Kd1Mx6Pq9Tz4Lc7Hf2Jn5Vg0Sa3Ue8XoD";
 const BAD: &str = "Bv5Nq2Wz8Xk3Rm6Tp1Ly4Hd7Jc9Fg0Ss5Ea2UiQ";
@@ -63,33 +63,9 @@ struct Harness {
 }
 
 async fn harness(real: Real) -> Harness {
-    let api = FakeApi::new();
-    api.register_kind(
-        MMI_AV,
-        "MicrosoftMailIntegration",
-        "microsoftmailintegrations",
-        true,
-    );
-    api.add_status_subresource("microsoftmailintegrations");
-    let microsoft = Emulator::start().await;
-    for good in [GOOD, GOOD2] {
-        microsoft
-            .token_for_secret(good, json_response(200, "token_success.json"))
-            .await;
-    }
-    microsoft
-        .token_for_secret(BAD, json_response(401, "aadsts7000215.json"))
-        .await;
-    microsoft
-        .graph(json_response(
-            403,
-            "graph_403_authorization_request_denied.json",
-        ))
-        .await;
-    let clock = Arc::new(Mutex::new(Timestamp::now()));
-    let c = Arc::clone(&clock);
-    let clock_fn: nocobase_mail_operator::controller::reconcile::Clock =
-        Arc::new(move || *c.lock().unwrap());
+    let api = harness::fake_cluster();
+    let microsoft = harness::microsoft(&[GOOD, GOOD2], &[BAD]).await;
+    let (clock, clock_fn) = harness::fixed_clock(Timestamp::now());
     let ctx = test_context(
         api.client(),
         allow_exactly(&microsoft.uri(), &[real.url.as_str()]),

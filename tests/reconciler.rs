@@ -26,7 +26,7 @@ const NS: &str = "nocobase";
 const GOOD: &str = "Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK";
 const GOOD2: &str = "Rw3Yb8Kd1Mx6Pq9Tz4Lc7Hf2Jn5Vg0Sa3Ue8XoD";
 const BAD: &str = "Bv5Nq2Wz8Xk3Rm6Tp1Ly4Hd7Jc9Fg0Ss5Ea2UiQ";
-const MMI_AV: &str = "nocobase-mail-operator.dev/v1alpha1";
+use common::harness::{self, MMI_AV};
 
 struct Harness {
     api: FakeApi,
@@ -35,24 +35,8 @@ struct Harness {
     clock: Arc<Mutex<Timestamp>>,
 }
 
-/// Every log line of this test binary, at trace level, for the leak scan.
-static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn logs() -> String {
-    String::from_utf8_lossy(&LOGS.get().unwrap().lock().unwrap()).into_owned()
+    harness::logs()
 }
 
 async fn harness() -> Harness {
@@ -61,42 +45,10 @@ async fn harness() -> Harness {
 
 /// A harness whose operator may reach the Microsoft emulator and these NocoBase URLs.
 async fn harness_allowing(nocobase: &[&str]) -> Harness {
-    let buf = LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = LogWriter(Arc::clone(&buf));
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || w.clone())
-            .try_init();
-        buf
-    });
-    let _ = buf;
-    let api = FakeApi::new();
-    api.register_kind(
-        MMI_AV,
-        "MicrosoftMailIntegration",
-        "microsoftmailintegrations",
-        true,
-    );
-    api.add_status_subresource("microsoftmailintegrations");
-    let emu = Emulator::start().await;
-    emu.token_for_secret(GOOD, json_response(200, "token_success.json"))
-        .await;
-    emu.token_for_secret(GOOD2, json_response(200, "token_success.json"))
-        .await;
-    emu.token_for_secret(BAD, json_response(401, "aadsts7000215.json"))
-        .await;
-    emu.graph(json_response(
-        403,
-        "graph_403_authorization_request_denied.json",
-    ))
-    .await;
-    let clock = Arc::new(Mutex::new(
-        "2027-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),
-    ));
-    let c = Arc::clone(&clock);
-    let clock_fn: nocobase_mail_operator::controller::reconcile::Clock =
-        Arc::new(move || *c.lock().unwrap());
+    harness::capture_logs();
+    let api = harness::fake_cluster();
+    let emu = harness::microsoft(&[GOOD, GOOD2], &[BAD]).await;
+    let (clock, clock_fn) = harness::fixed_clock("2027-01-01T00:00:00Z".parse().unwrap());
     let ctx = test_context(api.client(), allow_exactly(&emu.uri(), nocobase), clock_fn);
     Harness {
         api,

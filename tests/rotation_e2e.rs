@@ -21,24 +21,9 @@ use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, WATCHED_NAMESPACE_RULE
 use serde_json::{Value, json};
 
 const NS: &str = "nocobase";
-const MMI_AV: &str = "nocobase-mail-operator.dev/v1alpha1";
+use common::harness::{self, MMI_AV};
 const OLD: &str = "Hv3Nq7Zk2Wx9Lp4Tb8Rm1Cd6Jf5Gy0Ss2Qe7UaX";
 const T0: &str = "2026-11-25T12:00:00Z";
-
-static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 struct H {
     api: FakeApi,
@@ -51,23 +36,8 @@ struct H {
 }
 
 async fn harness() -> H {
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = LogWriter(Arc::clone(&buf));
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || w.clone())
-            .try_init();
-        buf
-    });
-    let api = FakeApi::new();
-    api.register_kind(
-        MMI_AV,
-        "MicrosoftMailIntegration",
-        "microsoftmailintegrations",
-        true,
-    );
-    api.add_status_subresource("microsoftmailintegrations");
+    harness::capture_logs();
+    let api = harness::fake_cluster();
     let app = EntraApp::start(OLD, "2027-01-01T00:00:00Z").await;
     let nb = NocoBase {
         state: Arc::default(),
@@ -79,10 +49,7 @@ async fn harness() -> H {
         .respond_with(nb.clone())
         .mount(&nb_server)
         .await;
-    let clock = Arc::new(Mutex::new(T0.parse::<Timestamp>().unwrap()));
-    let c = Arc::clone(&clock);
-    let clock_fn: nocobase_mail_operator::controller::reconcile::Clock =
-        Arc::new(move || *c.lock().unwrap());
+    let (clock, clock_fn) = harness::fixed_clock(T0.parse().unwrap());
     let ctx = test_context(
         api.client(),
         allow_exactly(&app.uri(), &[nb_server.uri().as_str()]),
@@ -276,7 +243,7 @@ impl H {
         let created = self.app.created_secrets();
         let mut secrets: Vec<&str> = created.iter().map(String::as_str).collect();
         secrets.push(OLD);
-        let logs = String::from_utf8_lossy(&LOGS.get().unwrap().lock().unwrap()).into_owned();
+        let logs = harness::logs();
         assert_no_secret(&logs, &secrets);
         assert_no_secret(&format!("{:?}", self.events()), &secrets);
         assert_no_secret(&self.mmi()["status"].to_string(), &secrets);

@@ -6,12 +6,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use common::fake_api::FakeApi;
 use common::*;
-use jiff::Timestamp;
 use nocobase_mail_operator::allow::AllowList;
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
 use nocobase_mail_operator::controller::{Context, reconcile};
@@ -19,7 +18,7 @@ use serde_json::{Value, json};
 
 const NS: &str = "nocobase";
 const GOOD: &str = "Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK";
-const MMI_AV: &str = "nocobase-mail-operator.dev/v1alpha1";
+use common::harness::{self, MMI_AV};
 
 /// A TCP server that only counts the connections it accepts: the proof that nothing,
 /// not even a TCP handshake, reached a host outside the list.
@@ -55,27 +54,9 @@ struct Harness {
 }
 
 async fn harness(allow: impl FnOnce(&Emulator) -> AllowList) -> Harness {
-    let api = FakeApi::new();
-    api.register_kind(
-        MMI_AV,
-        "MicrosoftMailIntegration",
-        "microsoftmailintegrations",
-        true,
-    );
-    api.add_status_subresource("microsoftmailintegrations");
-    let emu = Emulator::start().await;
-    emu.token_for_secret(GOOD, json_response(200, "token_success.json"))
-        .await;
-    emu.graph(json_response(
-        403,
-        "graph_403_authorization_request_denied.json",
-    ))
-    .await;
-    let now = Arc::new(Mutex::new(
-        "2027-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),
-    ));
-    let clock: nocobase_mail_operator::controller::reconcile::Clock =
-        Arc::new(move || *now.lock().unwrap());
+    let api = harness::fake_cluster();
+    let emu = harness::microsoft(&[GOOD], &[]).await;
+    let (_, clock) = harness::fixed_clock("2027-01-01T00:00:00Z".parse().unwrap());
     let ctx = test_context(api.client(), allow(&emu), clock);
     Harness { api, emu, ctx }
 }

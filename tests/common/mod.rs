@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub mod entra;
 pub mod fake_api;
+pub mod harness;
 pub mod nocobase_emu;
 pub mod real_nocobase;
 
