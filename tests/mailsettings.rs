@@ -5,7 +5,6 @@
 //! write, the fallback without the API-doc plugin, cleanup, and a scan for leaked secrets.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nocobase_mail_operator::api::MailSettings;
@@ -384,21 +383,9 @@ async fn cleanup_empties_only_the_written_fields_and_only_when_asked() {
     assert_eq!(emu.field(1, "provider"), "gmail");
 }
 
-/// Everything logged by the tests of this file, at TRACE level (one global subscriber: a
-/// scoped one misses callsites first seen on other test threads).
-static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-
-fn capture_logs() {
-    LOGS.get_or_init(|| {
-        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let w = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || LogWriter(w.clone()))
-            .try_init();
-        buf
-    });
-}
+#[path = "common/logs.rs"]
+mod logs;
+use logs::capture_logs;
 
 #[tokio::test]
 async fn no_secret_in_logs_at_trace() {
@@ -407,24 +394,12 @@ async fn no_secret_in_logs_at_trace() {
     assert!(out.ok);
     let rotated = run(&emu, &settings(), ROTATED, out.state.as_ref()).await;
     assert!(rotated.ok);
-    let logs = String::from_utf8(LOGS.get().unwrap().lock().unwrap().clone()).unwrap();
+    let logs = logs::logs();
     assert!(
         logs.contains("NocoBase answered"),
         "TRACE logs are captured"
     );
     assert_no_leak(&logs);
-}
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[path = "common/real_nocobase.rs"]

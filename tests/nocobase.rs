@@ -3,7 +3,7 @@
 //! `tests/fixtures/nocobase`, sources in its SOURCES.md): first sync, no-op, rotation,
 //! every failure reason, `X-App`, cleanup, and a scan for leaked secrets.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nocobase_mail_operator::nocobase::{
@@ -107,35 +107,9 @@ impl Emulator {
     }
 }
 
-/// Everything logged by the tests of this file, at TRACE level (one global subscriber:
-/// a scoped one misses callsites first seen on other test threads).
-static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = LogWriter(Arc::clone(&buf));
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || w.clone())
-            .try_init();
-        buf
-    });
-}
+#[path = "common/logs.rs"]
+mod logs;
+use logs::capture_logs;
 
 fn fast() -> NocoBaseOptions {
     NocoBaseOptions {
@@ -880,7 +854,7 @@ async fn no_secret_leaks_into_messages_debug_or_logs() {
     .unwrap_err();
     seen += &refused;
     // Every line logged by every test of this file so far, at TRACE level.
-    seen += &String::from_utf8_lossy(&LOGS.get().unwrap().lock().unwrap());
+    seen += &logs::logs();
     assert!(seen.contains("[REDACTED]"));
     assert!(seen.contains("NocoBase answered"), "the log capture works");
     // NocoBase echoed the values in its create and update answers; none of that shows.

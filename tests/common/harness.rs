@@ -2,7 +2,7 @@
 //! Microsoft emulator answering for known secrets, a clock the test moves, and the log
 //! capture the secret scans read. One of each, so the suites cannot drift apart.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use nocobase_mail_operator::controller::reconcile::Clock;
@@ -52,38 +52,5 @@ pub fn fixed_clock(at: Timestamp) -> (Arc<Mutex<Timestamp>>, Clock) {
     (clock, Arc::new(move || *c.lock().unwrap()))
 }
 
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Captures every log line of this test binary, at trace level, for the leak scans
-/// (idempotent: the first call installs the subscriber).
-pub fn capture_logs() {
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = LogWriter(Arc::clone(&buf));
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || w.clone())
-            .try_init();
-        buf
-    });
-}
-
-/// Everything logged since [`capture_logs`].
-pub fn logs() -> String {
-    LOGS.get()
-        .map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every binary including the kit scans logs
+pub use super::logs::{capture_logs, logs};

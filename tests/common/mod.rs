@@ -7,6 +7,7 @@ use std::time::Duration;
 pub mod entra;
 pub mod fake_api;
 pub mod harness;
+pub mod logs;
 pub mod nocobase_emu;
 pub mod real_nocobase;
 
