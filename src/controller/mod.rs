@@ -3,6 +3,7 @@
 //! /metrics, /healthz and /readyz; elects a leader through a Lease.
 
 pub mod backoff;
+pub mod events;
 pub mod index;
 mod mail;
 pub mod reconcile;
@@ -20,7 +21,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -74,7 +75,7 @@ pub fn context(
     let microsoft = MicrosoftClient::new(opts)?;
     let clock = crate::clock::system();
     Ok(Arc::new(Context {
-        recorder: Recorder::new(
+        recorder: events::Recorders::new(
             client.clone(),
             Reporter {
                 controller: inject::FIELD_MANAGER.into(),
@@ -297,7 +298,9 @@ pub async fn run_controller_with(
         .reconcile_on(secret_events)
         .reconcile_on(deployment_events)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        // Boxed: the reconcile future is several KiB, and the runtime moves a task's future
+        // (and its output slot, as large) several times per reconcile; a box moves as a pointer.
+        .run(|m, c| Box::pin(reconcile(m, c)), error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "reconcile error");

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use secrecy::ExposeSecret;
@@ -46,7 +46,8 @@ pub use crate::clock::Clock;
 /// Everything a reconcile needs; shared by all reconciles.
 pub struct Context {
     pub client: kube::Client,
-    pub recorder: Recorder,
+    /// Events, through kube's recorder split by object ([`super::events`]).
+    pub recorder: super::events::Recorders,
     pub validations: ValidationCache,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,

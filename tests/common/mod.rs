@@ -203,7 +203,7 @@ pub fn test_context(
     use std::sync::Arc;
     let metrics = Arc::new(nocobase_mail_operator::telemetry::Metrics::default());
     Arc::new(Context {
-        recorder: kube::runtime::events::Recorder::new(
+        recorder: nocobase_mail_operator::controller::events::Recorders::new(
             client.clone(),
             kube::runtime::events::Reporter {
                 controller: "nocobase-mail-operator".into(),
