@@ -7,10 +7,16 @@
 //! - [`conditions`]: one small check per condition; `Ready` is the ordered chain
 //!   [`conditions::READY_CHAIN`] of named checks (cert-manager's policy chain style).
 //! - [`events`]: Events on transitions only.
+//! - [`actions`]: the reconcile's pure core: [`actions::plan`] (everything one reconcile
+//!   does) and [`actions::conclude`] (what it means, through [`decide`]); [`reports`] for
+//!   NocoBase and the email manager's settings; [`cleanup`] for a deletion.
 
+pub mod actions;
+pub mod cleanup;
 pub mod conditions;
 pub mod events;
 pub mod records;
+pub mod reports;
 
 use std::time::Duration;
 
