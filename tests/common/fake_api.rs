@@ -3,11 +3,15 @@
 //! [`FakeApi`] is a `tower::Service` holding every object as `serde_json::Value`, keyed by
 //! (API group, resource plural, namespace, name). Paths are parsed generically, so any
 //! group/version/resource works; [`FakeApi::register_kind`] only teaches the helpers and the
-//! `List` kinds about a CRD. It serves GET, LIST (label/field selectors), WATCH (streamed,
-//! resumable from a resourceVersion, `timeoutSeconds`), POST, PUT, PATCH (merge, JSON,
-//! strategic-merge-ish and a field-ownership-tracking server-side apply), DELETE (finalizers,
-//! owner-reference garbage collection), the `/status` subresource and metadata-only
-//! (`PartialObjectMetadata`) requests. Every request is recorded for assertions.
+//! `List` kinds about a CRD. It serves what the operator and kube-runtime send: GET, LIST and
+//! WATCH (streamed, resumable from a resourceVersion, `timeoutSeconds`), POST, PATCH (merge
+//! and JSON patches through the `json-patch` crate kube itself uses, and a
+//! field-ownership-tracking server-side apply), DELETE (finalizers, owner-reference garbage
+//! collection), the `/status` subresource and metadata-only (`PartialObjectMetadata`)
+//! requests. Lists merge as their schema says (`x-kubernetes-list-type`): the built-in
+//! types' list-map keys as Kubernetes publishes them, a stored CRD's from its own schema,
+//! every other list atomic. PUT, strategic-merge patches, label and field selectors and
+//! collection deletes are refused: the operator sends none. Every request is recorded.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -45,7 +49,7 @@ const SYSTEM_META: &[&str] = &[
 /// One request the fake served (or refused), in arrival order.
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
-    /// "get" | "list" | "watch" | "create" | "update" | "patch" | "delete" | "deletecollection"
+    /// "get" | "list" | "watch" | "create" | "patch" | "delete" (else "unsupported")
     pub verb: String,
     /// HTTP method, e.g. "PATCH".
     pub method: String,
@@ -62,7 +66,7 @@ pub struct RecordedRequest {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub field_manager: Option<String>,
-    /// "apply" | "merge" | "json" | "strategic" for PATCH requests.
+    /// "apply" | "merge" | "json" for PATCH requests (else "unsupported").
     pub patch_type: Option<String>,
     /// `force=true` on an apply.
     pub force: bool,
@@ -80,10 +84,7 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     pub fn is_write(&self) -> bool {
-        matches!(
-            self.verb.as_str(),
-            "create" | "update" | "patch" | "delete" | "deletecollection"
-        )
+        matches!(self.verb.as_str(), "create" | "patch" | "delete")
     }
 }
 
@@ -451,10 +452,8 @@ impl FakeApi {
             ("GET", false) if is_watch => "watch",
             ("GET", false) => "list",
             ("POST", false) => "create",
-            ("PUT", true) => "update",
             ("PATCH", true) => "patch",
             ("DELETE", true) => "delete",
-            ("DELETE", false) => "deletecollection",
             _ => "unsupported",
         };
         let body_json: Option<Value> = if body.is_empty() {
@@ -469,7 +468,6 @@ impl FakeApi {
                 "application/apply-patch+yaml" => "apply",
                 "application/merge-patch+json" => "merge",
                 "application/json-patch+json" => "json",
-                "application/strategic-merge-patch+json" => "strategic",
                 _ => "unsupported",
             }
             .to_string()
@@ -762,6 +760,31 @@ impl State {
         self.store.get(gr)?.get(&(ns.to_string(), name.to_string()))
     }
 
+    /// The list types of `gr`: the built-in table, and a stored CRD's own schema.
+    fn lists_for(&self, gr: &GrKey) -> Lists {
+        let mut out: Lists = BUILTIN_LISTS
+            .iter()
+            .filter(|(r, _, _)| *r == "*" || *r == gr.1)
+            .map(|(_, p, k)| {
+                let kind = k.map_or(ListKind::Set, |k| ListKind::Map(k.to_owned()));
+                ((*p).to_owned(), kind)
+            })
+            .collect();
+        let crds = (
+            "apiextensions.k8s.io".to_owned(),
+            "customresourcedefinitions".to_owned(),
+        );
+        for crd in self.store.get(&crds).into_iter().flat_map(|m| m.values()) {
+            let spec = &crd.obj["spec"];
+            if spec["group"] == gr.0.as_str() && spec["names"]["plural"] == gr.1.as_str() {
+                for v in spec["versions"].as_array().into_iter().flatten() {
+                    schema_lists(&v["schema"]["openAPIV3Schema"], &mut vec![], &mut out);
+                }
+            }
+        }
+        out
+    }
+
     fn has_status_sub(&self, resource: &str) -> bool {
         self.status_sub.contains(resource)
     }
@@ -863,8 +886,10 @@ impl State {
             }
         };
         let mut managers = old.as_ref().map(|o| o.managers.clone()).unwrap_or_default();
+        let lists = self.lists_for(gr);
         for (s, scope) in scopes {
             update_ownership(
+                &lists,
                 &mut managers,
                 old.as_ref().map(|o| &o.obj),
                 &new,
@@ -935,13 +960,6 @@ impl State {
                     .ok_or_else(|| ApiErr::bad_request("request body is not a JSON object"))?;
                 self.create(t, body, &manager).map(|v| Resp::Json(201, v))
             }
-            "update" => {
-                let body = ctx
-                    .body
-                    .cloned()
-                    .ok_or_else(|| ApiErr::bad_request("request body is not a JSON object"))?;
-                self.replace(t, body, &manager).map(|v| Resp::Json(200, v))
-            }
             "patch" => {
                 let ptype = rec.patch_type.clone().unwrap_or_default();
                 if ptype == "unsupported" {
@@ -1000,32 +1018,6 @@ impl State {
                     .ok_or_else(|| ApiErr::not_found(t, name))?;
                 Ok(Resp::Json(200, v))
             }
-            "deletecollection" => {
-                let filter = self.filter(ctx)?;
-                let victims: Vec<(String, String)> = self
-                    .store
-                    .get(&t.gr())
-                    .map(|m| {
-                        m.iter()
-                            .filter(|(_, e)| filter.matches(&e.obj))
-                            .map(|(k, _)| k.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let items: Vec<Value> = victims
-                    .iter()
-                    .filter_map(|(ns, name)| self.delete_obj(&t.gr(), ns, name, false))
-                    .collect();
-                Ok(Resp::Json(
-                    200,
-                    json!({
-                        "apiVersion": t.api_version(),
-                        "kind": format!("{}List", self.kind_for(&t.gr())),
-                        "metadata": {"resourceVersion": self.rv.to_string()},
-                        "items": items,
-                    }),
-                ))
-            }
             _ => Err(ApiErr::new(
                 405,
                 "MethodNotAllowed",
@@ -1035,17 +1027,17 @@ impl State {
     }
 
     fn filter(&self, ctx: &Ctx<'_>) -> Result<Filter, ApiErr> {
+        let selector = ["labelSelector", "fieldSelector"]
+            .into_iter()
+            .find(|q| ctx.query.get(*q).is_some_and(|v| !v.is_empty()));
+        if let Some(q) = selector {
+            return Err(ApiErr::bad_request(format!(
+                "fake_api: {q} is not supported (the operator lists and watches without selectors)"
+            )));
+        }
         Ok(Filter {
             gr: ctx.t.gr(),
             namespace: ctx.t.namespace.clone(),
-            labels: match ctx.query.get("labelSelector") {
-                Some(s) => parse_label_selector(s).map_err(ApiErr::bad_request)?,
-                None => Vec::new(),
-            },
-            fields: match ctx.query.get("fieldSelector") {
-                Some(s) => parse_field_selector(s).map_err(ApiErr::bad_request)?,
-                None => Vec::new(),
-            },
             metadata_only: ctx.metadata_only,
         })
     }
@@ -1229,46 +1221,9 @@ impl State {
             Scope::All
         };
         let mut managers = Managers::new();
-        update_ownership(&mut managers, None, &body, manager, "", scope);
+        let lists = self.lists_for(&gr);
+        update_ownership(&lists, &mut managers, None, &body, manager, "", scope);
         Ok(self.create_entry(&gr, t.ns(), &name, body, managers))
-    }
-
-    fn replace(&mut self, t: &Target, mut body: Value, manager: &str) -> Result<Value, ApiErr> {
-        let name = t.name.clone().unwrap_or_default();
-        let gr = t.gr();
-        let old = self
-            .entry(&gr, t.ns(), &name)
-            .cloned()
-            .ok_or_else(|| ApiErr::not_found(t, &name))?;
-        if let Some(n) = body["metadata"]["name"].as_str()
-            && n != name
-        {
-            return Err(ApiErr::bad_request(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )));
-        }
-        if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
-            && !rv.is_empty()
-            && Some(rv) != old.obj["metadata"]["resourceVersion"].as_str()
-        {
-            return Err(ApiErr::stale(t, &name));
-        }
-        fill_type(&mut body, t);
-        if gr == (String::new(), "secrets".to_string()) {
-            normalize_secret(&mut body);
-        }
-        let has_status = self.has_status_sub(&t.resource);
-        let new = isolate(Some(&old.obj), body, t.is_status(), has_status);
-        let mut managers = old.managers.clone();
-        update_ownership(
-            &mut managers,
-            Some(&old.obj),
-            &new,
-            manager,
-            t.sub_str(),
-            scope_for(t.is_status(), has_status),
-        );
-        Ok(self.commit(&gr, t.ns(), &name, new, managers, t.is_status()))
     }
 
     fn patch(
@@ -1286,9 +1241,10 @@ impl State {
             .ok_or_else(|| ApiErr::not_found(t, &name))?;
         let mut cand = old.obj.clone();
         match ptype {
-            "merge" => merge_patch(&mut cand, patch),
-            "strategic" => strategic_merge(&mut cand, patch),
-            "json" => json_patch(&mut cand, patch).map_err(|e| ApiErr::new(422, "Invalid", e))?,
+            "merge" => json_patch::merge(&mut cand, patch),
+            "json" => {
+                apply_json_patch(&mut cand, patch).map_err(|e| ApiErr::new(422, "Invalid", e))?
+            }
             other => {
                 return Err(ApiErr::new(
                     415,
@@ -1308,7 +1264,9 @@ impl State {
         let has_status = self.has_status_sub(&t.resource);
         let new = isolate(Some(&old.obj), cand, t.is_status(), has_status);
         let mut managers = old.managers.clone();
+        let lists = self.lists_for(&gr);
         update_ownership(
+            &lists,
             &mut managers,
             Some(&old.obj),
             &new,
@@ -1389,7 +1347,8 @@ impl State {
             operation: "Apply",
             subresource: sub.clone(),
         };
-        let new_leaves = leaves(&scoped, scope);
+        let lists = self.lists_for(&t.gr());
+        let new_leaves = leaves(&lists, &scoped, scope);
 
         // 1. conflicts with other managers over values that would change
         let mut conflicts: Vec<(MgrKey, FPath)> = Vec::new();
@@ -1446,7 +1405,7 @@ impl State {
 
         // 2. merge
         let mut merged = current.clone();
-        ssa_merge(&mut merged, &scoped);
+        ssa_merge(&lists, &mut Vec::new(), &mut merged, &scoped);
 
         // 3. remove what the manager stopped applying, unless someone else owns it
         let old_leaves = managers.get(&mkey).cloned().unwrap_or_default();
@@ -2009,129 +1968,17 @@ fn base64(input: &[u8]) -> String {
 // Selectors and watch filtering
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Debug)]
-enum LabelReq {
-    Eq(String, String),
-    NotEq(String, String),
-    Exists(String),
-    NotExists(String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-}
-
-fn parse_label_selector(s: &str) -> Result<Vec<LabelReq>, String> {
-    let mut terms = Vec::new();
-    let mut depth = 0;
-    let mut cur = String::new();
-    for c in s.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                terms.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    terms.push(cur);
-    let mut out = Vec::new();
-    for term in terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
-        let set = |rest: &str| -> Result<Vec<String>, String> {
-            let rest = rest.trim();
-            let inner = rest
-                .strip_prefix('(')
-                .and_then(|r| r.strip_suffix(')'))
-                .ok_or_else(|| format!("unable to parse requirement: {term:?}"))?;
-            Ok(inner
-                .split(',')
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .collect())
-        };
-        if let Some(k) = term.strip_prefix('!') {
-            out.push(LabelReq::NotExists(k.trim().to_string()));
-        } else if let Some((k, v)) = term.split_once("!=") {
-            out.push(LabelReq::NotEq(k.trim().into(), v.trim().into()));
-        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            out.push(LabelReq::Eq(k.trim().into(), v.trim().into()));
-        } else if let Some((k, rest)) = term.split_once(" notin") {
-            out.push(LabelReq::NotIn(k.trim().into(), set(rest)?));
-        } else if let Some((k, rest)) = term.split_once(" in") {
-            out.push(LabelReq::In(k.trim().into(), set(rest)?));
-        } else if term.contains(' ') || term.contains('(') {
-            return Err(format!("unable to parse requirement: {term:?}"));
-        } else {
-            out.push(LabelReq::Exists(term.to_string()));
-        }
-    }
-    Ok(out)
-}
-
-fn labels_match(reqs: &[LabelReq], obj: &Value) -> bool {
-    let labels = &obj["metadata"]["labels"];
-    let get = |k: &str| labels.get(k).and_then(Value::as_str);
-    reqs.iter().all(|r| match r {
-        LabelReq::Eq(k, v) => get(k) == Some(v),
-        LabelReq::NotEq(k, v) => get(k) != Some(v),
-        LabelReq::Exists(k) => get(k).is_some(),
-        LabelReq::NotExists(k) => get(k).is_none(),
-        LabelReq::In(k, vs) => get(k).is_some_and(|l| vs.iter().any(|v| v == l)),
-        LabelReq::NotIn(k, vs) => get(k).is_none_or(|l| vs.iter().all(|v| v != l)),
-    })
-}
-
-/// (dotted field path, equal?, value)
-type FieldReq = (String, bool, String);
-
-fn parse_field_selector(s: &str) -> Result<Vec<FieldReq>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            if let Some((k, v)) = t.split_once("!=") {
-                Ok((k.trim().to_string(), false, v.trim().to_string()))
-            } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
-                Ok((k.trim().to_string(), true, v.trim().to_string()))
-            } else {
-                Err(format!("invalid field selector: {t:?}"))
-            }
-        })
-        .collect()
-}
-
-fn fields_match(reqs: &[FieldReq], obj: &Value) -> bool {
-    reqs.iter().all(|(path, eq, want)| {
-        let mut cur = obj;
-        for seg in path.split('.') {
-            cur = &cur[seg];
-        }
-        let actual = match cur {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        (actual == *want) == *eq
-    })
-}
-
 struct Filter {
     gr: GrKey,
     namespace: Option<String>,
-    labels: Vec<LabelReq>,
-    fields: Vec<FieldReq>,
     metadata_only: bool,
 }
 
 impl Filter {
     fn matches(&self, obj: &Value) -> bool {
-        if let Some(ns) = &self.namespace
-            && obj["metadata"]["namespace"].as_str() != Some(ns.as_str())
-        {
-            return false;
-        }
-        labels_match(&self.labels, obj) && fields_match(&self.fields, obj)
+        self.namespace
+            .as_ref()
+            .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns.as_str()))
     }
 }
 
@@ -2249,49 +2096,95 @@ fn scope_for(status_write: bool, has_status: bool) -> Scope {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum ListKind {
-    Map(&'static str),
+    /// `x-kubernetes-list-type: map`, keyed by the first `x-kubernetes-list-map-keys` entry.
+    Map(String),
     Set,
     Atomic,
 }
 
-/// How a list is merged: `finalizers` is a set; lists of objects are maps keyed by the first
-/// candidate key every item has (`name`, then `type`; `mountPath` for volumeMounts, ...);
-/// everything else is atomic.
-fn list_kind(field: &str, a: &[Value], b: &[Value]) -> ListKind {
-    let items: Vec<&Value> = a.iter().chain(b.iter()).collect();
-    if field == "finalizers" {
-        return if items.iter().all(|v| v.is_string()) {
-            ListKind::Set
-        } else {
-            ListKind::Atomic
-        };
-    }
-    if items.is_empty() || !items.iter().all(|v| v.is_object()) {
-        return ListKind::Atomic;
-    }
-    let candidates: &[&'static str] = match field {
-        "volumeMounts" => &["mountPath"],
-        "volumeDevices" => &["devicePath"],
-        "ports" => &["containerPort", "port", "name"],
-        "ownerReferences" => &["uid"],
-        "conditions" => &["type"],
-        "hostAliases" => &["ip"],
-        _ => &["name", "type"],
+/// How each list of one resource merges, by field path with list items transparent
+/// (`spec.template.spec.containers.env`). A list not named is atomic, as in the API server.
+type Lists = Vec<(String, ListKind)>;
+
+/// The list types of the built-in objects the operator and kube-runtime write, as
+/// Kubernetes' OpenAPI publishes them (`x-kubernetes-list-type`,
+/// `x-kubernetes-list-map-keys`); `*` is every resource (ObjectMeta).
+const BUILTIN_LISTS: &[(&str, &str, Option<&str>)] = &[
+    ("*", "metadata.finalizers", None),
+    ("*", "metadata.ownerReferences", Some("uid")),
+    ("deployments", "spec.template.spec.containers", Some("name")),
+    (
+        "deployments",
+        "spec.template.spec.containers.env",
+        Some("name"),
+    ),
+    (
+        "deployments",
+        "spec.template.spec.containers.ports",
+        Some("containerPort"),
+    ),
+    (
+        "deployments",
+        "spec.template.spec.containers.volumeMounts",
+        Some("mountPath"),
+    ),
+    (
+        "deployments",
+        "spec.template.spec.initContainers",
+        Some("name"),
+    ),
+    (
+        "deployments",
+        "spec.template.spec.initContainers.env",
+        Some("name"),
+    ),
+    ("deployments", "spec.template.spec.volumes", Some("name")),
+    ("deployments", "status.conditions", Some("type")),
+];
+
+/// The lists a CRD's `openAPIV3Schema` declares (`x-kubernetes-list-type` map or set).
+fn schema_lists(schema: &Value, path: &mut Vec<String>, out: &mut Lists) {
+    let Some(props) = schema["properties"].as_object() else {
+        return;
     };
-    for c in candidates {
-        if items
-            .iter()
-            .all(|v| matches!(v.get(*c), Some(Value::String(_) | Value::Number(_))))
-        {
-            return ListKind::Map(c);
+    for (field, sub) in props {
+        path.push(field.clone());
+        let kind = match sub["x-kubernetes-list-type"].as_str() {
+            Some("map") => sub["x-kubernetes-list-map-keys"][0]
+                .as_str()
+                .map(|k| ListKind::Map(k.to_owned())),
+            Some("set") => Some(ListKind::Set),
+            _ => None,
+        };
+        if let Some(k) = kind {
+            out.push((path.join("."), k));
         }
+        schema_lists(sub, path, out);
+        schema_lists(&sub["items"], path, out);
+        path.pop();
     }
-    ListKind::Atomic
 }
 
-fn collect_leaves(v: &Value, path: &mut FPath, out: &mut BTreeSet<FPath>) {
+fn list_kind(lists: &Lists, path: &str) -> ListKind {
+    lists
+        .iter()
+        .find(|(p, _)| p == path)
+        .map_or(ListKind::Atomic, |(_, k)| k.clone())
+}
+
+fn schema_path(p: &[Seg]) -> String {
+    p.iter()
+        .filter_map(|s| match s {
+            Seg::Field(f) => Some(f.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn collect_leaves(lists: &Lists, v: &Value, path: &mut FPath, out: &mut BTreeSet<FPath>) {
     match v {
         Value::Object(m) if !m.is_empty() || path.is_empty() => {
             for (k, c) in m {
@@ -2300,12 +2193,12 @@ fn collect_leaves(v: &Value, path: &mut FPath, out: &mut BTreeSet<FPath>) {
                 }
                 path.push(Seg::Field(k.clone()));
                 if let Value::Array(items) = c {
-                    match list_kind(k, items, &[]) {
-                        ListKind::Map(kf) => {
+                    match list_kind(lists, &schema_path(path)) {
+                        ListKind::Map(kf) if items.iter().all(|i| i.get(&kf).is_some()) => {
                             for it in items {
-                                path.push(Seg::Key(kf.to_string(), json_str(&it[kf])));
+                                path.push(Seg::Key(kf.clone(), json_str(&it[&kf])));
                                 out.insert(path.clone());
-                                collect_leaves(it, path, out);
+                                collect_leaves(lists, it, path, out);
                                 path.pop();
                             }
                         }
@@ -2316,12 +2209,12 @@ fn collect_leaves(v: &Value, path: &mut FPath, out: &mut BTreeSet<FPath>) {
                                 path.pop();
                             }
                         }
-                        ListKind::Atomic => {
+                        ListKind::Map(_) | ListKind::Atomic => {
                             out.insert(path.clone());
                         }
                     }
                 } else {
-                    collect_leaves(c, path, out);
+                    collect_leaves(lists, c, path, out);
                 }
                 path.pop();
             }
@@ -2353,9 +2246,9 @@ fn scope_allows(p: &[Seg], scope: Scope) -> bool {
     }
 }
 
-fn leaves(v: &Value, scope: Scope) -> BTreeSet<FPath> {
+fn leaves(lists: &Lists, v: &Value, scope: Scope) -> BTreeSet<FPath> {
     let mut out = BTreeSet::new();
-    collect_leaves(v, &mut Vec::new(), &mut out);
+    collect_leaves(lists, v, &mut Vec::new(), &mut out);
     out.retain(|p| scope_allows(p, scope));
     out
 }
@@ -2424,7 +2317,7 @@ fn strip_nulls(v: &Value) -> Value {
 
 /// Merges an applied configuration into the live object: maps recursively, list-maps by key,
 /// sets by value, everything else replaced.
-fn ssa_merge(cur: &mut Value, applied: &Value) {
+fn ssa_merge(lists: &Lists, path: &mut Vec<String>, cur: &mut Value, applied: &Value) {
     let Some(a) = applied.as_object() else {
         *cur = applied.clone();
         return;
@@ -2437,18 +2330,19 @@ fn ssa_merge(cur: &mut Value, applied: &Value) {
         if av.is_null() {
             continue;
         }
+        path.push(k.clone());
         let kind = match (c.get(k), av) {
             (Some(Value::Object(_)), Value::Object(_)) => None,
-            (Some(Value::Array(ci)), Value::Array(ai)) => Some(list_kind(k, ai, ci)),
+            (Some(Value::Array(_)), Value::Array(_)) => Some(list_kind(lists, &path.join("."))),
             _ => Some(ListKind::Atomic),
         };
         match kind {
-            None => ssa_merge(c.get_mut(k).expect("present"), av),
+            None => ssa_merge(lists, path, c.get_mut(k).expect("present"), av),
             Some(ListKind::Map(kf)) => {
                 let ci = c.get_mut(k).and_then(Value::as_array_mut).expect("array");
                 for item in av.as_array().expect("array") {
-                    match ci.iter_mut().find(|x| x.get(kf) == item.get(kf)) {
-                        Some(existing) => ssa_merge(existing, item),
+                    match ci.iter_mut().find(|x| x.get(&kf) == item.get(&kf)) {
+                        Some(existing) => ssa_merge(lists, path, existing, item),
                         None => ci.push(strip_nulls(item)),
                     }
                 }
@@ -2465,12 +2359,14 @@ fn ssa_merge(cur: &mut Value, applied: &Value) {
                 c.insert(k.clone(), strip_nulls(av));
             }
         }
+        path.pop();
     }
 }
 
 /// Non-apply writes (POST/PUT/patches): the writer takes ownership of every leaf it changed
 /// or added; leaves that disappeared are dropped from every manager.
 fn update_ownership(
+    lists: &Lists,
     managers: &mut Managers,
     old: Option<&Value>,
     new: &Value,
@@ -2478,8 +2374,8 @@ fn update_ownership(
     sub: &str,
     scope: Scope,
 ) {
-    let new_leaves = leaves(new, scope);
-    let old_leaves = old.map(|o| leaves(o, scope)).unwrap_or_default();
+    let new_leaves = leaves(lists, new, scope);
+    let old_leaves = old.map(|o| leaves(lists, o, scope)).unwrap_or_default();
     let changed: BTreeSet<FPath> = new_leaves
         .iter()
         .filter(|l| match old {
@@ -2520,228 +2416,18 @@ fn update_ownership(
 // Patches
 // ---------------------------------------------------------------------------------------------
 
-/// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Some(p) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let t = target.as_object_mut().expect("object");
-    for (k, v) in p {
-        if v.is_null() {
-            t.remove(k);
-        } else {
-            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+/// RFC 6902 JSON patch with the `json-patch` crate (the one kube uses to build them). Like
+/// the API server's Go library, a `test` of a missing member against `null` passes: kube's
+/// finalizer helper tests `/metadata/finalizers` for `null` on an object that has none.
+fn apply_json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
+    let mut p: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    p.0.retain(|op| match op {
+        json_patch::PatchOperation::Test(t) => {
+            !(t.value.is_null() && target.pointer(t.path.as_str()).is_none())
         }
-    }
-}
-
-/// Strategic merge patch, approximately: like a merge patch, but list-maps merge by key (items
-/// with `"$patch": "delete"` are removed), `finalizers` merge as a set, and
-/// `$deleteFromPrimitiveList/<field>` is honoured. Other directives are ignored.
-fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Some(p) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let t = target.as_object_mut().expect("object");
-    for (k, v) in p {
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(arr)), Some(del)) = (t.get_mut(field), v.as_array()) {
-                arr.retain(|x| !del.contains(x));
-            }
-            continue;
-        }
-        if k.starts_with('$') {
-            continue;
-        }
-        if v.is_null() {
-            t.remove(k);
-            continue;
-        }
-        let kind = match (t.get(k), v) {
-            (Some(Value::Object(_)), Value::Object(_)) => None,
-            (Some(Value::Array(ci)), Value::Array(pi)) => Some(list_kind(k, pi, ci)),
-            _ => Some(ListKind::Atomic),
-        };
-        match kind {
-            None => strategic_merge(t.get_mut(k).expect("present"), v),
-            Some(ListKind::Map(kf)) => {
-                let ci = t.get_mut(k).and_then(Value::as_array_mut).expect("array");
-                for item in v.as_array().expect("array") {
-                    let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
-                    let pos = ci.iter().position(|x| x.get(kf) == item.get(kf));
-                    match (pos, delete) {
-                        (Some(i), true) => {
-                            ci.remove(i);
-                        }
-                        (Some(i), false) => strategic_merge(&mut ci[i], item),
-                        (None, true) => {}
-                        (None, false) => {
-                            let mut fresh = Value::Null;
-                            strategic_merge(&mut fresh, item);
-                            ci.push(fresh);
-                        }
-                    }
-                }
-            }
-            Some(ListKind::Set) => {
-                let ci = t.get_mut(k).and_then(Value::as_array_mut).expect("array");
-                for item in v.as_array().expect("array") {
-                    if !ci.contains(item) {
-                        ci.push(item.clone());
-                    }
-                }
-            }
-            Some(ListKind::Atomic) => {
-                let mut fresh = Value::Null;
-                strategic_merge(&mut fresh, v);
-                t.insert(k.clone(), fresh);
-            }
-        }
-    }
-}
-
-fn pointer_tokens(ptr: &str) -> Result<Vec<String>, String> {
-    if ptr.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rest = ptr
-        .strip_prefix('/')
-        .ok_or_else(|| format!("invalid JSON pointer {ptr:?}"))?;
-    Ok(rest
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect())
-}
-
-fn pointer_parent<'a>(
-    doc: &'a mut Value,
-    tokens: &[String],
-) -> Result<(&'a mut Value, String), String> {
-    let (last, parents) = tokens
-        .split_last()
-        .ok_or_else(|| "cannot operate on the document root".to_string())?;
-    let mut cur = doc;
-    for t in parents {
-        cur = match cur {
-            Value::Object(m) => m
-                .get_mut(t)
-                .ok_or_else(|| format!("path segment {t:?} does not exist"))?,
-            Value::Array(a) => {
-                let i: usize = t.parse().map_err(|_| format!("bad array index {t:?}"))?;
-                a.get_mut(i)
-                    .ok_or_else(|| format!("array index {i} out of range"))?
-            }
-            _ => return Err(format!("path segment {t:?} does not exist")),
-        };
-    }
-    Ok((cur, last.clone()))
-}
-
-fn pointer_add(doc: &mut Value, ptr: &str, value: Value) -> Result<(), String> {
-    let tokens = pointer_tokens(ptr)?;
-    if tokens.is_empty() {
-        *doc = value;
-        return Ok(());
-    }
-    let (parent, last) = pointer_parent(doc, &tokens)?;
-    match parent {
-        Value::Object(m) => {
-            m.insert(last, value);
-            Ok(())
-        }
-        Value::Array(a) => {
-            if last == "-" {
-                a.push(value);
-                return Ok(());
-            }
-            let i: usize = last
-                .parse()
-                .map_err(|_| format!("bad array index {last:?}"))?;
-            if i > a.len() {
-                return Err(format!("array index {i} out of range"));
-            }
-            a.insert(i, value);
-            Ok(())
-        }
-        _ => Err(format!("cannot add at {ptr:?}")),
-    }
-}
-
-fn pointer_remove(doc: &mut Value, ptr: &str) -> Result<Value, String> {
-    let tokens = pointer_tokens(ptr)?;
-    let (parent, last) = pointer_parent(doc, &tokens)?;
-    match parent {
-        Value::Object(m) => m
-            .remove(&last)
-            .ok_or_else(|| format!("unable to remove nonexistent key: {last}")),
-        Value::Array(a) => {
-            let i: usize = last
-                .parse()
-                .map_err(|_| format!("bad array index {last:?}"))?;
-            if i >= a.len() {
-                return Err(format!("array index {i} out of range"));
-            }
-            Ok(a.remove(i))
-        }
-        _ => Err(format!("cannot remove {ptr:?}")),
-    }
-}
-
-/// RFC 6902 JSON patch (add, remove, replace, move, copy, test). Atomic: on error the target
-/// is untouched.
-fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch
-        .as_array()
-        .ok_or_else(|| "JSON patch must be an array".to_string())?;
-    let mut doc = target.clone();
-    for op in ops {
-        let path = op["path"]
-            .as_str()
-            .ok_or_else(|| "JSON patch operation without path".to_string())?;
-        match op["op"].as_str().unwrap_or_default() {
-            "add" => pointer_add(&mut doc, path, op["value"].clone())?,
-            "remove" => {
-                pointer_remove(&mut doc, path)?;
-            }
-            "replace" => {
-                pointer_remove(&mut doc, path)?;
-                pointer_add(&mut doc, path, op["value"].clone())?;
-            }
-            "move" => {
-                let from = op["from"].as_str().ok_or("move without from")?;
-                let v = pointer_remove(&mut doc, from)?;
-                pointer_add(&mut doc, path, v)?;
-            }
-            "copy" => {
-                let from = op["from"].as_str().ok_or("copy without from")?;
-                let v = doc
-                    .pointer(from)
-                    .cloned()
-                    .ok_or_else(|| format!("copy from nonexistent {from:?}"))?;
-                pointer_add(&mut doc, path, v)?;
-            }
-            "test" => {
-                // like the API server's json-patch library, a missing member tests equal to null
-                // (kube's finalizer helper relies on it)
-                let found = doc.pointer(path).unwrap_or(&Value::Null);
-                if found != &op["value"] {
-                    return Err(format!(
-                        "the server rejected our request due to an error in our request: \
-                         testing value {path} failed"
-                    ));
-                }
-            }
-            other => return Err(format!("unsupported JSON patch operation {other:?}")),
-        }
-    }
-    *target = doc;
-    Ok(())
+        _ => true,
+    });
+    json_patch::patch(target, &p)
+        .map_err(|e| format!("the server rejected our request due to an error in our request: {e}"))
 }
