@@ -170,10 +170,7 @@ fn start_operator(kubeconfig: &Path, log: &Path, emu: &str) -> Operator {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     // allow-list entries are host:port, without the scheme
-    let host_port = emu
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
+    let host_port = common::host_port(emu);
     for flag in ["--allowed-authority-hosts", "--allowed-graph-hosts"] {
         if help.contains(flag) {
             args.push(format!("{flag}={host_port}"));
