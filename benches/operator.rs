@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 const NAMESPACES: usize = 100;
 const CREDENTIALS: usize = 10;
-const MMI_AV: &str = "nocobase-mail-operator.dev/v1alpha1";
+use common::harness::MMI_AV;
 /// Ticks per second of utime/stime in /proc/PID/stat (USER_HZ, 100 on Linux).
 const CLK_TCK: f64 = 100.0;
 
@@ -324,14 +324,7 @@ struct Env {
 }
 
 async fn environment(n: usize, targets: bool) -> Env {
-    let api = FakeApi::new();
-    api.register_kind(
-        MMI_AV,
-        "MicrosoftMailIntegration",
-        "microsoftmailintegrations",
-        true,
-    );
-    api.add_status_subresource("microsoftmailintegrations");
+    let api = common::harness::fake_cluster();
     let emu = Emulator::start().await;
     emu.token(json_response(200, "token_success.json")).await;
     emu.graph(json_response(200, "graph_application.json"))

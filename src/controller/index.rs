@@ -168,13 +168,7 @@ impl Index {
         };
         let readers = entry.secrets.get(name).into_iter().flatten();
         let owner = managed_by.filter(|o| entry.integrations.contains_key(*o));
-        let mut names: Vec<&str> = readers.map(String::as_str).chain(owner).collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-            .into_iter()
-            .map(|n| ObjectRef::new(n).within(ns))
-            .collect()
+        refs(ns, readers.map(String::as_str).chain(owner).collect())
     }
 
     /// Integrations affected by a change of Deployment `ns/name` with these labels: those
@@ -195,14 +189,18 @@ impl Index {
                 .iter()
                 .any(|s| inject::selector_matches(s, labels))
         });
-        let mut names: Vec<&str> = named.chain(selecting).map(String::as_str).collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-            .into_iter()
-            .map(|n| ObjectRef::new(n).within(ns))
-            .collect()
+        refs(ns, named.chain(selecting).map(String::as_str).collect())
     }
+}
+
+/// The integrations named, once each, in a stable order.
+fn refs(ns: &str, mut names: Vec<&str>) -> Vec<ObjectRef<MicrosoftMailIntegration>> {
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| ObjectRef::new(n).within(ns))
+        .collect()
 }
 
 /// The index as the integration watch keeps it: a re-list (after a watch gap) builds a

@@ -7,13 +7,12 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, warn};
 
-use super::record::publish_events;
+use super::record::{publish_events, write_status};
 use super::{Context, Error, FINALIZER, now};
 use crate::api::{MicrosoftMailIntegration, NocoBaseSync};
 use crate::decide::EventSpec;
@@ -22,7 +21,6 @@ use crate::decide::cleanup::{
     CleanupAttempt, CleanupDue, CleanupWaiting, nocobase_cleanup_due, nocobase_cleanup_step,
 };
 use crate::decide::reports::{MailWork, NocoBaseWork, Refusal};
-use crate::inject::FIELD_MANAGER;
 use crate::nocobase::{self, DesiredVar, NocoBaseClient, NocoBaseOptions, SyncOutcome};
 
 /// A NocoBase client with the API key from its Secret, or the reason and message saying
@@ -163,25 +161,15 @@ pub async fn cleanup_nocobase(
 async fn remove(client: &NocoBaseClient, due: &CleanupDue<'_>) -> CleanupAttempt {
     let mut vars = None;
     if let Some(state) = due.vars {
-        vars = Some(match nocobase::cleanup(client, state, true).await {
-            Ok(done) => {
-                info!(deleted = ?done.deleted, "deleted the operator's NocoBase variables");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        });
+        vars = Some(nocobase::cleanup(client, state, true).await.map(|done| {
+            info!(deleted = ?done.deleted, "deleted the operator's NocoBase variables");
+        }));
     }
     let mut mail = None;
     if let Some((ms, state)) = due.mail {
-        mail = Some(
-            match crate::mailsettings::cleanup(client, ms, state).await {
-                Ok(cleared) => {
-                    info!(fields = ?cleared, "emptied the email manager's settings the operator wrote");
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-        );
+        mail = Some(crate::mailsettings::cleanup(client, ms, state).await.map(|cleared| {
+            info!(fields = ?cleared, "emptied the email manager's settings the operator wrote");
+        }));
     }
     CleanupAttempt::Ran { vars, mail }
 }
@@ -198,7 +186,7 @@ async fn publish(ctx: &Context, mmi: &MicrosoftMailIntegration, reason: &str, no
 }
 
 /// Records in status when the cleanup started waiting, so that the timeout holds across
-/// operator restarts. The whole status is applied: an apply without a field would drop it.
+/// operator restarts.
 async fn record_wait_start(
     mmi: &MicrosoftMailIntegration,
     ctx: &Context,
@@ -209,18 +197,5 @@ async fn record_wait_start(
         .nocobase
         .get_or_insert_with(Default::default)
         .cleanup_waiting_since = Some(since.to_string());
-    let api: Api<MicrosoftMailIntegration> =
-        Api::namespaced(ctx.client.clone(), &mmi.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": MicrosoftMailIntegration::api_version(&()),
-        "kind": MicrosoftMailIntegration::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &mmi.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    write_status(mmi, ctx, &status).await
 }

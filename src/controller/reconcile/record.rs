@@ -8,7 +8,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::{Context, Error};
-use crate::api::MicrosoftMailIntegration;
+use crate::api::{MicrosoftMailIntegration, MicrosoftMailIntegrationStatus};
 use crate::decide::{Decision, EventSpec, event_note};
 use crate::inject::FIELD_MANAGER;
 
@@ -21,17 +21,30 @@ pub async fn record(
     let ns = mmi.namespace().unwrap_or_default();
     let name = mmi.name_any();
     if mmi.status.as_ref() != Some(&d.status) {
-        let api: Api<MicrosoftMailIntegration> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({
-            "apiVersion": MicrosoftMailIntegration::api_version(&()),
-            "kind": MicrosoftMailIntegration::kind(&()),
-            "status": d.status,
-        });
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch_status(&name, &pp, &Patch::Apply(&patch)).await?;
+        write_status(mmi, ctx, &d.status).await?;
     }
     publish_events(mmi, ctx, &d.events).await;
     ctx.metrics.set_integration(&ns, &name, &d.status);
+    Ok(())
+}
+
+/// The one status writer: the whole status, applied (an apply without a field would drop
+/// it), forced, as the operator's field manager.
+pub async fn write_status(
+    mmi: &MicrosoftMailIntegration,
+    ctx: &Context,
+    status: &MicrosoftMailIntegrationStatus,
+) -> Result<(), Error> {
+    let api: Api<MicrosoftMailIntegration> =
+        Api::namespaced(ctx.client.clone(), &mmi.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": MicrosoftMailIntegration::api_version(&()),
+        "kind": MicrosoftMailIntegration::kind(&()),
+        "status": status,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&mmi.name_any(), &pp, &Patch::Apply(&patch))
+        .await?;
     Ok(())
 }
 
