@@ -18,12 +18,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
+use common::harness::MMI_AV;
 use common::{Emulator, TENANT, json_response};
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 100;
 const CREDENTIALS: usize = 10;
-use common::harness::MMI_AV;
 /// Ticks per second of utime/stime in /proc/PID/stat (USER_HZ, 100 on Linux).
 const CLK_TCK: f64 = 100.0;
 

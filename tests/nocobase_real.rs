@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
+use common::harness::{self, MMI_AV};
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
@@ -30,7 +31,6 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const NS: &str = "nocobase";
-use common::harness::{self, MMI_AV};
 const GOOD: &str = "Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK";
 const GOOD2: &str = "Rw3Yb8Kd1Mx6Pq9Tz4Lc7Hf2Jn5Vg0Sa3Ue8XoD";
 const BAD: &str = "Bv5Nq2Wz8Xk3Rm6Tp1Ly4Hd7Jc9Fg0Ss5Ea2UiQ";

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fake_api::FakeApi;
+use common::harness::{self, MMI_AV};
 use common::*;
 use jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
@@ -26,7 +27,6 @@ const NS: &str = "nocobase";
 const GOOD: &str = "Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK";
 const GOOD2: &str = "Rw3Yb8Kd1Mx6Pq9Tz4Lc7Hf2Jn5Vg0Sa3Ue8XoD";
 const BAD: &str = "Bv5Nq2Wz8Xk3Rm6Tp1Ly4Hd7Jc9Fg0Ss5Ea2UiQ";
-use common::harness::{self, MMI_AV};
 
 struct Harness {
     api: FakeApi,

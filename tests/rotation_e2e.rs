@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use common::entra::*;
 use common::fake_api::FakeApi;
+use common::harness::{self, MMI_AV};
 use common::nocobase_emu::{API_KEY as NOCOBASE_KEY, NocoBase};
 use common::*;
 use jiff::Timestamp;
@@ -21,7 +22,6 @@ use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, WATCHED_NAMESPACE_RULE
 use serde_json::{Value, json};
 
 const NS: &str = "nocobase";
-use common::harness::{self, MMI_AV};
 const OLD: &str = "Hv3Nq7Zk2Wx9Lp4Tb8Rm1Cd6Jf5Gy0Ss2Qe7UaX";
 const T0: &str = "2026-11-25T12:00:00Z";
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::fake_api::FakeApi;
+use common::harness::{self, MMI_AV};
 use common::*;
 use nocobase_mail_operator::allow::AllowList;
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
@@ -18,7 +19,6 @@ use serde_json::{Value, json};
 
 const NS: &str = "nocobase";
 const GOOD: &str = "Gq7Zx2Lp9Vt4Rk8Wm1Nc6Hb3Jd5Fy0Ts2Qe7UaK";
-use common::harness::{self, MMI_AV};
 
 /// A TCP server that only counts the connections it accepts: the proof that nothing,
 /// not even a TCP handshake, reached a host outside the list.
