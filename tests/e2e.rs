@@ -6,8 +6,13 @@
 //! the controller in-process against the cluster, and checks status, injection, a
 //! rejected rotation, a valid rotation and cleanup on deletion.
 //!
+//! `bash scripts/test.sh` runs it against the control plane of `scripts/real-kube.sh`
+//! (kube-apiserver 1.20). By hand:
+//!
 //! ```sh
-//! kind create cluster   # or any cluster you may create namespaces and CRDs in
+//! bash scripts/real-kube.sh start && source "$(bash scripts/real-kube.sh env)"
+//! NOCOBASE_MAIL_E2E=1 cargo test --test e2e -- --nocapture
+//! # or any cluster you may create namespaces and CRDs in:
 //! NOCOBASE_MAIL_E2E=1 KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture
 //! ```
 
@@ -20,7 +25,6 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
 use nocobase_mail_operator::inject::FINGERPRINT_ANNOTATION;
@@ -34,6 +38,11 @@ fn enabled() -> bool {
     if std::env::var_os("KUBECONFIG").is_none()
         || std::env::var("NOCOBASE_MAIL_E2E").as_deref() != Ok("1")
     {
+        assert!(
+            !common::real_kube::required(),
+            "KUBE_REAL_REQUIRED=1 or CI, but no cluster: set KUBECONFIG and NOCOBASE_MAIL_E2E=1 \
+             (`bash scripts/test.sh` does, with the control plane of scripts/real-kube.sh)"
+        );
         eprintln!(
             "SKIPPED: end-to-end suite needs a cluster; set KUBECONFIG and NOCOBASE_MAIL_E2E=1 to run it"
         );
@@ -66,29 +75,8 @@ async fn end_to_end_on_a_real_cluster() {
         .expect("a cluster from KUBECONFIG");
     let pp = PatchParams::apply("nocobase-mail-operator-e2e").force();
 
-    let crd_yaml = std::fs::read_to_string("crds/microsoftmailintegrations.yaml").unwrap();
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&crd_yaml).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "microsoftmailintegrations.nocobase-mail-operator.dev",
-        &pp,
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    eventually("the CRD to be established", || async {
-        crds.get("microsoftmailintegrations.nocobase-mail-operator.dev")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .is_some_and(|s| {
-                s.conditions
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    })
-    .await;
+    // server-side apply, or a plain create where the server predates CEL rules (1.20)
+    common::real_kube::install_crd(&client).await;
 
     let ns = format!("nocobase-mail-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -186,13 +186,19 @@ fn strip(m: &mut MicrosoftMailIntegration) {
     }
 }
 
-/// Changes of an integration worth a reconcile: its spec (generation), its finalizers, a
-/// deletion. A change of status alone is the echo of the operator's own status write, whose
-/// result the reconcile that wrote it already knows.
+/// Changes of an integration worth a reconcile: its spec (generation), the annotations the
+/// operator reads (`rotate` and `rotate --approve-retire` change only those, and
+/// annotations do not bump the generation), its finalizers, a deletion. A change of status
+/// alone is the echo of the operator's own status write, whose result the reconcile that
+/// wrote it already knows.
 fn relevant(m: &MicrosoftMailIntegration) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     m.metadata.generation.hash(&mut h);
+    let annotations = m.metadata.annotations.as_ref();
+    for key in crate::api::annotation::READ {
+        annotations.and_then(|a| a.get(key)).hash(&mut h);
+    }
     m.metadata.finalizers.hash(&mut h);
     m.metadata.deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())

@@ -9,7 +9,10 @@ pub mod fake_api;
 pub mod harness;
 pub mod logs;
 pub mod nocobase_emu;
+pub mod operator_process;
+pub mod real_kube;
 pub mod real_nocobase;
+pub mod release;
 
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
