@@ -279,12 +279,21 @@ pub struct NocoBaseSync {
 
     /// The address users open NocoBase at (often not the in-cluster url), e.g.
     /// https://crm.example.com. With it, the operator checks that the app registration has
-    /// the Web redirect URI the email manager uses: {publicUrl}/admin/settings/mail/oauth2
-    /// ({publicUrl}/apps/{app}/admin/settings/mail/oauth2 for a sub-application).
+    /// the Web redirect URI the email manager uses: {publicUrl}{oauthCallbackPath}
+    /// ({publicUrl}/apps/{app}{oauthCallbackPath} for a sub-application).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+(/[^?#]*)?$')").message("publicUrl must be an http:// or https:// URL without query or fragment"))]
     pub public_url: Option<String>,
+
+    /// The path of the email manager's OAuth callback under publicUrl (and
+    /// /apps/{app} for a sub-application). Default /admin/settings/mail/oauth2, the path
+    /// NocoBase 2.2 serves it at (its modern client maps the callback back to the root,
+    /// without /v/).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^/[^?#]*$')").message("oauthCallbackPath must start with / and hold no query or fragment"))]
+    pub oauth_callback_path: Option<String>,
 
     /// Also write the client ID and the client secret into the email manager's own
     /// settings (its "Email settings" page, which does not read {{$env.NAME}} variables):
@@ -323,9 +332,16 @@ pub struct MailSettings {
     #[x_kube(validation = Rule::new(format!("self.all(d, d.matches('{NOCOBASE_NAME_RE}') && size(d) <= 63)")).message("match keys must be NocoBase field names (letters, digits and _, at most 63)"))]
     pub match_fields: std::collections::BTreeMap<String, String>,
 
-    /// Record field that receives each value.
+    /// Record field that receives each value: a field name, or a path into a JSON field
+    /// (`options.clientSecret`; a dot inside a key is written `\.`).
     #[serde(default)]
     pub fields: MailFields,
+
+    /// Create a key of a field path that the record's JSON field does not have yet (off
+    /// by default: a missing key is reported, MailSettingsFieldUnknown, and nothing is
+    /// written).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_missing_keys: bool,
 
     /// On deletion of the integration, empty the fields the operator wrote (off by
     /// default: removing them stops mail for every user).
@@ -340,6 +356,7 @@ impl Default for MailSettings {
             collection: default_mail_collection(),
             match_fields: default_mail_match(),
             fields: MailFields::default(),
+            create_missing_keys: false,
             clear_on_cleanup: false,
         }
     }
@@ -350,15 +367,18 @@ impl Default for MailSettings {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.clientId != self.clientSecret").message("clientId and clientSecret must be two different fields"))]
 pub struct MailFields {
-    /// Field receiving the Application (client) ID.
+    /// Field receiving the Application (client) ID, or a path into a JSON field
+    /// (options.clientId). A flat name the collection does not have at the top level is
+    /// looked for inside the record's JSON field options.
     #[serde(default = "default_mail_field_client_id")]
-    #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{NOCOBASE_NAME_RE}')")).message("field names hold letters, digits and _, not starting with a digit"))]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", mail_path_cel())).message(MAIL_PATH_MESSAGE))]
     pub client_id: String,
-    /// Field receiving the client secret Value.
+    /// Field receiving the client secret Value, or a path into a JSON field
+    /// (options.clientSecret).
     #[serde(default = "default_mail_field_client_secret")]
-    #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{NOCOBASE_NAME_RE}')")).message("field names hold letters, digits and _, not starting with a digit"))]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", mail_path_cel())).message(MAIL_PATH_MESSAGE))]
     pub client_secret: String,
 }
 
@@ -369,6 +389,14 @@ impl Default for MailFields {
             client_secret: default_mail_field_client_secret(),
         }
     }
+}
+
+const MAIL_PATH_MESSAGE: &str = "fields are a field name (letters, digits and _, not starting with a digit), optionally followed by .keys inside a JSON field; a dot inside a key is written \\.";
+
+/// [`crate::mailsettings::path::PATH_RE`] inside a single-quoted CEL string: every
+/// backslash doubled.
+fn mail_path_cel() -> String {
+    crate::mailsettings::path::PATH_RE.replace('\\', "\\\\")
 }
 
 fn default_mail_collection() -> String {

@@ -37,17 +37,107 @@ pub mod reason {
 /// The single-tenant audience value of `signInAudience`.
 pub const SINGLE_TENANT: &str = "AzureADMyOrg";
 
-/// The path NocoBase's client uses for email OAuth callbacks (`runtimePaths` of
-/// `client-v2`), under the main application.
+/// The path NocoBase serves the email manager's OAuth callback at, under the main
+/// application: `runtimePaths` of `client-v2`, and NocoBase 2.2's modern client maps the
+/// callback back to the application root without its `/v/` prefix
+/// (`LEGACY_EMAIL_OAUTH_PATH` in its settings-path resolver).
 pub const MAIL_OAUTH_PATH: &str = "/admin/settings/mail/oauth2";
 
-/// The Web redirect URI the email manager needs: `{publicUrl}/admin/settings/mail/oauth2`,
-/// or `{publicUrl}/apps/{app}/admin/settings/mail/oauth2` for a sub-application.
-pub fn required_redirect_uri(public_url: &str, app: Option<&str>) -> String {
+/// The prefix NocoBase 2.x serves its modern client under (`APP_MODERN_CLIENT_PREFIX`).
+pub const MODERN_CLIENT_PREFIX: &str = "/v";
+
+/// The Web redirect URI the email manager needs: `{publicUrl}{path}`, or
+/// `{publicUrl}/apps/{app}{path}` for a sub-application; `path` defaults to
+/// [`MAIL_OAUTH_PATH`] (`spec.nocobase.oauthCallbackPath`). The one place it is computed:
+/// the readiness check, `check --public-url` and `register` all use it.
+pub fn required_redirect_uri(public_url: &str, app: Option<&str>, path: Option<&str>) -> String {
     let base = public_url.trim().trim_end_matches('/');
+    let path = callback_path(path);
     match app.map(str::trim).filter(|a| !a.is_empty()) {
-        Some(a) => format!("{base}/apps/{a}{MAIL_OAUTH_PATH}"),
-        None => format!("{base}{MAIL_OAUTH_PATH}"),
+        Some(a) => format!("{base}/apps/{a}{path}"),
+        None => format!("{base}{path}"),
+    }
+}
+
+/// The callback path in effect: the spec's, or [`MAIL_OAUTH_PATH`].
+pub fn callback_path(path: Option<&str>) -> String {
+    let p = path.map(str::trim).filter(|p| !p.is_empty());
+    let p = p.unwrap_or(MAIL_OAUTH_PATH).trim_end_matches('/');
+    if p.starts_with('/') {
+        p.to_owned()
+    } else {
+        format!("/{p}")
+    }
+}
+
+/// The other form of the callback path: with the modern client's `/v` prefix when it
+/// has none, without it when it has one.
+fn other_form(path: &str) -> String {
+    match path.strip_prefix(MODERN_CLIENT_PREFIX) {
+        Some(rest) if rest.starts_with('/') => rest.to_owned(),
+        _ => format!("{MODERN_CLIENT_PREFIX}{path}"),
+    }
+}
+
+/// The redirect URIs accepted as registered: the required one first, then the other
+/// form (with or without `/v/`), each with a phrase naming it.
+pub fn accepted_redirect_uris(
+    public_url: &str,
+    app: Option<&str>,
+    path: Option<&str>,
+) -> [(String, &'static str); 2] {
+    let p = callback_path(path);
+    let other = other_form(&p);
+    let name = |p: &str| {
+        if p.starts_with("/v/") {
+            "the modern client's /v/ form"
+        } else {
+            "the form NocoBase 2.2 serves"
+        }
+    };
+    [
+        (required_redirect_uri(public_url, app, Some(&p)), name(&p)),
+        (
+            required_redirect_uri(public_url, app, Some(&other)),
+            name(&other),
+        ),
+    ]
+}
+
+/// Which registered Web URI matches an accepted form, and which form it is.
+pub fn registered_form(
+    nb: &NocoBaseSync,
+    uris: &[String],
+) -> Option<Result<(String, &'static str), String>> {
+    let public = nb.public_url.as_deref()?;
+    let path = nb.oauth_callback_path.as_deref();
+    let norm = |u: &str| u.trim().trim_end_matches('/').to_owned();
+    let accepted = accepted_redirect_uris(public, nb.app.as_deref(), path);
+    Some(
+        accepted
+            .iter()
+            .find(|(want, _)| uris.iter().any(|u| norm(u) == norm(want)))
+            .cloned()
+            .ok_or_else(|| accepted[0].0.clone()),
+    )
+}
+
+/// Which mailboxes a registration with this `signInAudience` serves, in words.
+pub fn audience_words(audience: Option<&str>) -> &'static str {
+    match audience {
+        Some("AzureADMyOrg") => {
+            "only work and school mailboxes of the registration's own organization (single tenant)"
+        }
+        Some("AzureADMultipleOrgs") => {
+            "work and school mailboxes (Microsoft 365) of any organization, not personal Outlook.com mailboxes"
+        }
+        Some("AzureADandPersonalMicrosoftAccount") => {
+            "work and school mailboxes of any organization and personal Outlook.com (Hotmail, Live) mailboxes"
+        }
+        Some("PersonalMicrosoftAccount") => {
+            "only personal Outlook.com (Hotmail, Live) mailboxes, not work or school mailboxes"
+        }
+        _ => "mailboxes not known (signInAudience not reported)",
     }
 }
 
@@ -70,18 +160,14 @@ pub fn problems(
     missing: &[String],
 ) -> Vec<(&'static str, String)> {
     let mut out = vec![];
-    if let Some(public) = nb.public_url.as_deref() {
-        let want = required_redirect_uri(public, nb.app.as_deref());
-        let norm = |u: &str| u.trim().trim_end_matches('/').to_owned();
-        if !uris.iter().any(|u| norm(u) == norm(&want)) {
-            out.push((
-                reason::REDIRECT_URI_MISSING,
-                format!(
-                    "the Web redirect URI {want} is not registered (registered Web URIs: {}): add it in App registrations > your app > Authentication > Add a platform > Web > Redirect URIs",
-                    if uris.is_empty() { "none".to_owned() } else { uris.join(", ") }
-                ),
-            ));
-        }
+    if let Some(Err(want)) = registered_form(nb, uris) {
+        out.push((
+            reason::REDIRECT_URI_MISSING,
+            format!(
+                "the Web redirect URI {want} is not registered (registered Web URIs: {}): add it in App registrations > your app > Authentication > Add a platform > Web > Redirect URIs",
+                if uris.is_empty() { "none".to_owned() } else { uris.join(", ") }
+            ),
+        ));
     }
     if audience == Some(SINGLE_TENANT) {
         out.push((
@@ -128,6 +214,11 @@ pub fn assess(nb: &NocoBaseSync, verdict: Option<&LastValidation>) -> AppRegRepo
         );
     };
     let audience = last.sign_in_audience.as_deref();
+    let serves = format!(
+        "signInAudience {} serves {}",
+        audience.unwrap_or("not reported"),
+        audience_words(audience)
+    );
     let found = problems(nb, uris, audience, &last.missing_permissions);
     if let Some((first, _)) = found.first() {
         let list: Vec<&str> = found.iter().map(|(_, m)| m.as_str()).collect();
@@ -135,25 +226,21 @@ pub fn assess(nb: &NocoBaseSync, verdict: Option<&LastValidation>) -> AppRegRepo
             status: "False",
             reason: first,
             message: format!(
-                "The app registration is not ready for the email manager: {}. Mail delivery of the credentials is not blocked by this.",
+                "The app registration is not ready for the email manager: {}. The registration's {serves}. Mail delivery of the credentials is not blocked by this.",
                 list.join("; ")
             ),
             problems: found,
         };
     }
-    let redirect = match nb.public_url.as_deref() {
-        Some(p) => format!(
-            "the Web redirect URI {} is registered",
-            required_redirect_uri(p, nb.app.as_deref())
-        ),
-        None => "the redirect URI is not checked (set spec.nocobase.publicUrl)".to_owned(),
+    let redirect = match registered_form(nb, uris) {
+        Some(Ok((uri, form))) => format!("the Web redirect URI {uri} is registered ({form})"),
+        _ => "the redirect URI is not checked (set spec.nocobase.publicUrl)".to_owned(),
     };
     AppRegReport {
         status: "True",
         reason: reason::READY,
         message: format!(
-            "The app registration is ready for the email manager: {redirect}; signInAudience is {}; the delegated permissions are present.",
-            audience.unwrap_or("not reported")
+            "The app registration is ready for the email manager: {redirect}; {serves}; the delegated permissions are present."
         ),
         problems: vec![],
     }
@@ -176,12 +263,34 @@ mod tests {
     #[test]
     fn redirect_uri_for_main_and_sub_application() {
         assert_eq!(
-            required_redirect_uri("https://crm.example.com/", None),
+            required_redirect_uri("https://crm.example.com/", None, None),
             "https://crm.example.com/admin/settings/mail/oauth2"
         );
         assert_eq!(
-            required_redirect_uri("https://crm.example.com/nb", Some("sales")),
+            required_redirect_uri("https://crm.example.com/nb", Some("sales"), None),
             "https://crm.example.com/nb/apps/sales/admin/settings/mail/oauth2"
+        );
+        assert_eq!(
+            required_redirect_uri(
+                "https://crm.example.com",
+                None,
+                Some("/v/admin/settings/mail/oauth2/")
+            ),
+            "https://crm.example.com/v/admin/settings/mail/oauth2"
+        );
+        let both = accepted_redirect_uris("https://crm.example.com", None, None);
+        assert_eq!(
+            both[1].0,
+            "https://crm.example.com/v/admin/settings/mail/oauth2"
+        );
+        let back = accepted_redirect_uris(
+            "https://crm.example.com",
+            None,
+            Some("/v/admin/settings/mail/oauth2"),
+        );
+        assert_eq!(
+            back[1].0,
+            "https://crm.example.com/admin/settings/mail/oauth2"
         );
     }
 
@@ -209,6 +318,13 @@ mod tests {
             &[],
         );
         assert!(ok.is_empty());
+        // the /v/ form is accepted too, and named
+        let v = ["https://crm.example.com/v/admin/settings/mail/oauth2".to_owned()];
+        assert!(problems(&n, &v, None, &[]).is_empty());
+        assert_eq!(
+            registered_form(&n, &v).unwrap().unwrap().1,
+            "the modern client's /v/ form"
+        );
         // without publicUrl the redirect URI is not judged
         assert!(problems(&nb(None, None), &[], Some("AzureADMultipleOrgs"), &[]).is_empty());
     }

@@ -68,6 +68,10 @@ pub struct CheckArgs {
     /// redirect URI the email manager needs (with --nocobase-app, the sub-application's).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// With --public-url: the path of the email manager's OAuth callback (default
+    /// /admin/settings/mail/oauth2, as spec.nocobase.oauthCallbackPath).
+    #[arg(long, value_name = "PATH", requires = "public_url")]
+    pub oauth_callback_path: Option<String>,
     /// With --nocobase-url: also report whether the email manager's settings collection,
     /// its fields and the record are found (reads only).
     #[arg(long, requires = "nocobase_url")]
@@ -127,6 +131,7 @@ pub async fn run(args: CheckArgs) -> ExitCode {
         &verdict,
         args.public_url.as_deref(),
         args.nocobase_app.as_deref(),
+        args.oauth_callback_path.as_deref(),
     );
     match args.output {
         OutputFormat::Json => {

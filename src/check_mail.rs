@@ -11,9 +11,14 @@ use crate::mailsettings;
 use crate::microsoft::{Outcome, Verdict};
 use crate::nocobase::{Fields, NocoBaseClient};
 
-/// The app registration report, when the validation read it (or tried to). `public_url`
-/// and `app` give the redirect URI the email manager needs.
-pub fn app_registration(v: &Verdict, public_url: Option<&str>, app: Option<&str>) -> Option<Value> {
+/// The app registration report, when the validation read it (or tried to). `public_url`,
+/// `app` and `path` give the redirect URI the email manager needs.
+pub fn app_registration(
+    v: &Verdict,
+    public_url: Option<&str>,
+    app: Option<&str>,
+    path: Option<&str>,
+) -> Option<Value> {
     if v.outcome != Outcome::Valid {
         return None;
     }
@@ -29,23 +34,24 @@ pub fn app_registration(v: &Verdict, public_url: Option<&str>, app: Option<&str>
         "apiKeySecretRef": {"name": "unused"},
         "publicUrl": public_url,
         "app": app,
+        "oauthCallbackPath": path,
     }))
     .ok()?;
     let missing = v.graph.missing_permissions.clone().unwrap_or_default();
-    let problems = appreg::problems(
-        &nb,
-        &reg.web_redirect_uris,
-        reg.sign_in_audience.as_deref(),
-        &missing,
-    );
-    let redirect = public_url.map(|p| appreg::required_redirect_uri(p, app));
+    let audience = reg.sign_in_audience.as_deref();
+    let problems = appreg::problems(&nb, &reg.web_redirect_uris, audience, &missing);
+    let redirect = public_url.map(|p| appreg::required_redirect_uri(p, app, path));
+    let found = appreg::registered_form(&nb, &reg.web_redirect_uris).and_then(Result::ok);
     Some(json!({
         "ready": problems.is_empty(),
         "reason": problems.first().map_or(appreg::reason::READY, |(r, _)| *r),
         "problems": problems.iter().map(|(r, m)| json!({"reason": r, "message": m})).collect::<Vec<_>>(),
         "signInAudience": reg.sign_in_audience,
+        "serves": appreg::audience_words(audience),
         "webRedirectUris": reg.web_redirect_uris,
         "requiredRedirectUri": redirect,
+        "registeredRedirectUri": found.as_ref().map(|(u, _)| u),
+        "registeredForm": found.map(|(_, f)| f),
     }))
 }
 
@@ -58,12 +64,20 @@ pub fn registration_text(r: &Value) -> String {
         );
     }
     let mut out = format!(
-        "  app registration: signInAudience {}",
-        r["signInAudience"].as_str().unwrap_or("not reported")
+        "  app registration: signInAudience {}: serves {}",
+        r["signInAudience"].as_str().unwrap_or("not reported"),
+        r["serves"].as_str().unwrap_or_default()
     );
-    match r["requiredRedirectUri"].as_str() {
-        Some(u) => out.push_str(&format!("; needs the Web redirect URI {u}\n")),
-        None => out.push_str("; redirect URI not checked (give --public-url)\n"),
+    match (
+        r["registeredRedirectUri"].as_str(),
+        r["requiredRedirectUri"].as_str(),
+    ) {
+        (Some(u), _) => out.push_str(&format!(
+            "; the Web redirect URI {u} is registered ({})\n",
+            r["registeredForm"].as_str().unwrap_or_default()
+        )),
+        (None, Some(u)) => out.push_str(&format!("; needs the Web redirect URI {u}\n")),
+        (None, None) => out.push_str("; redirect URI not checked (give --public-url)\n"),
     }
     for p in r["problems"].as_array().into_iter().flatten() {
         out.push_str(&format!(
@@ -126,10 +140,15 @@ pub async fn mail_settings(
                 Fields::ApiDoc(_) => "from the API documentation".to_owned(),
                 Fields::Unavailable(why) => format!("from the record's keys ({why})"),
             };
+            let [id, secret] = &d.located.paths;
+            let notes = match d.located.notes.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", d.located.notes.join("; ")),
+            };
             json!({"ok": true, "reason": null, "collection": s.collection, "record": d.located.key,
-                "fields": d.located.fields,
-                "message": format!("collection {} found; fields {} and {} found ({source}); record {} matches {}",
-                    s.collection, s.fields.client_id, s.fields.client_secret, d.located.key,
+                "fields": d.located.fields, "paths": [id.to_string(), secret.to_string()],
+                "message": format!("collection {} found; fields {id} and {secret} found ({source}){notes}; record {} matches {}",
+                    s.collection, d.located.key,
                     mailsettings::match_text(&s.match_fields))})
         }
         Err((p, _)) => json!({"ok": false, "reason": p.reason, "message": p.message}),

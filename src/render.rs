@@ -279,7 +279,11 @@ fn mail_settings_hint(nb: &crate::api::NocoBaseSync, creds: &Credentials) -> Vec
     if let Some(p) = &nb.public_url {
         out.push(format!(
             "# app registration: needs the Web redirect URI {}",
-            crate::appreg::required_redirect_uri(p, nb.app.as_deref())
+            crate::appreg::required_redirect_uri(
+                p,
+                nb.app.as_deref(),
+                nb.oauth_callback_path.as_deref()
+            )
         ));
     }
     out

@@ -106,8 +106,14 @@ async fn a_registration_ready_for_the_email_manager() {
     .await;
     let (s, r, m) = condition(&d);
     assert_eq!((s.as_str(), r.as_str()), ("True", "Ready"), "{m}");
-    assert!(m.contains("https://crm.example.com/admin/settings/mail/oauth2"));
+    assert!(m.contains(
+        "the Web redirect URI https://crm.example.com/admin/settings/mail/oauth2 is registered (the form NocoBase 2.2 serves)"
+    ), "{m}");
     assert!(m.contains("AzureADandPersonalMicrosoftAccount"));
+    assert!(
+        m.contains("serves work and school mailboxes of any organization and personal Outlook.com"),
+        "{m}"
+    );
     assert!(warnings(&d).is_empty());
     let last = d.status.last_validation.unwrap();
     assert_eq!(
@@ -207,4 +213,53 @@ async fn graph_refusing_the_read_is_unknown_with_why() {
     );
     assert!(m.contains("Application.Read.All"), "{m}");
     assert!(warnings(&d).is_empty());
+}
+
+/// The modern client's `/v/` form of the callback is accepted too, and named; a path set
+/// in the spec is the one required.
+#[tokio::test]
+async fn either_callback_form_is_accepted_and_named() {
+    let mut reg = ready_registration();
+    reg["web"]["redirectUris"] = json!(["https://crm.example.com/v/admin/settings/mail/oauth2"]);
+    let (d, _) = decide_with(ResponseTemplate::new(200).set_body_json(reg), &spec(None)).await;
+    let (s, r, m) = condition(&d);
+    assert_eq!((s.as_str(), r.as_str()), ("True", "Ready"), "{m}");
+    assert!(
+        m.contains("https://crm.example.com/v/admin/settings/mail/oauth2 is registered (the modern client's /v/ form)"),
+        "{m}"
+    );
+
+    let mut custom = spec(None);
+    custom.nocobase.as_mut().unwrap().oauth_callback_path = Some("/mail/callback".into());
+    let (d, _) = decide_with(
+        ResponseTemplate::new(200).set_body_json(ready_registration()),
+        &custom,
+    )
+    .await;
+    let (_, r, m) = condition(&d);
+    assert_eq!(r, "RedirectUriMissing");
+    assert!(
+        m.contains("https://crm.example.com/mail/callback is not registered"),
+        "{m}"
+    );
+}
+
+/// Work and school only: a multi-organization registration is ready, and says that
+/// Outlook.com mailboxes are not served.
+#[tokio::test]
+async fn the_audience_is_said_in_words() {
+    let mut reg = ready_registration();
+    reg["signInAudience"] = json!("AzureADMultipleOrgs");
+    let (d, _) = decide_with(ResponseTemplate::new(200).set_body_json(reg), &spec(None)).await;
+    let (s, _, m) = condition(&d);
+    assert_eq!(s, "True", "{m}");
+    assert!(
+        m.contains("work and school mailboxes (Microsoft 365) of any organization, not personal Outlook.com mailboxes"),
+        "{m}"
+    );
+    let mut reg = ready_registration();
+    reg["signInAudience"] = json!("AzureADMyOrg");
+    let (d, _) = decide_with(ResponseTemplate::new(200).set_body_json(reg), &spec(None)).await;
+    let (_, _, m) = condition(&d);
+    assert!(m.contains("single tenant"), "{m}");
 }

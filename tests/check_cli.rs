@@ -445,7 +445,7 @@ async fn check_reports_the_app_registration_and_the_email_settings() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let run = check(Some(&emu), TENANT, SECRET, &a).await;
     assert_eq!(run.code, 0, "{}", run.stdout);
-    assert!(run.stdout.contains("app registration: signInAudience AzureADMyOrg; needs the Web redirect URI https://crm.example.com/admin/settings/mail/oauth2"), "{}", run.stdout);
+    assert!(run.stdout.contains("app registration: signInAudience AzureADMyOrg: serves only work and school mailboxes of the registration's own organization (single tenant); needs the Web redirect URI https://crm.example.com/admin/settings/mail/oauth2"), "{}", run.stdout);
     assert!(run.stdout.contains("warning (RedirectUriMissing)"));
     assert!(run.stdout.contains("warning (SingleTenantAudience)"));
     assert!(run.stdout.contains("warning (DelegatedPermissionMissing)"));
@@ -475,5 +475,11 @@ async fn check_reports_the_app_registration_and_the_email_settings() {
     );
     assert_eq!(v["appRegistration"]["reason"], "RedirectUriMissing");
     assert_eq!(v["appRegistration"]["signInAudience"], "AzureADMyOrg");
+    assert!(
+        v["appRegistration"]["serves"]
+            .as_str()
+            .unwrap()
+            .contains("single tenant")
+    );
     assert_no_secret(&run.stdout, &[NOCOBASE_KEY, "Vx9Qm2Kw7Lr4Tz8Pn3Hj"]);
 }

@@ -590,3 +590,40 @@ fn rotation_settings_cel_and_rust_agree() {
         (false, "1080h", "4320h", "24h")
     );
 }
+
+/// `mailSettings.fields.*` take a path into a JSON field (a dot inside a key escaped as
+/// `\.`), and the CEL rule and the operator's own check agree on what is a path.
+#[test]
+fn mail_settings_fields_accept_paths() {
+    let with = |id: &str, secret: &str| {
+        let mut spec = valid_spec();
+        spec["nocobase"] = json!({"url": "http://nocobase:13000", "apiKeySecretRef": {"name": "k"},
+            "oauthCallbackPath": "/v/admin/settings/mail/oauth2",
+            "mailSettings": {"enabled": true, "createMissingKeys": true,
+                "fields": {"clientId": id, "clientSecret": secret}}});
+        spec
+    };
+    for (id, secret, ok) in [
+        ("options.clientId", "options.clientSecret", true),
+        ("options.outlook.clientId", r"options.smtp\.auth.pass", true),
+        ("clientId", "clientSecret", true),
+        ("options..clientId", "clientSecret", false),
+        ("options.", "clientSecret", false),
+        ("1options.x", "clientSecret", false),
+        (r"options.a\x", "clientSecret", false),
+    ] {
+        let cel = admit(with(id, secret));
+        let settings: nocobase_mail_operator::api::MailSettings =
+            serde_json::from_value(with(id, secret)["nocobase"]["mailSettings"].clone()).unwrap();
+        let rust = nocobase_mail_operator::mailsettings::check_settings(&settings);
+        assert_eq!(cel.is_ok(), ok, "CEL on {id}, {secret}: {cel:?}");
+        assert_eq!(
+            rust.is_ok(),
+            ok,
+            "check_settings on {id}, {secret}: {rust:?}"
+        );
+    }
+    let mut bad_path = with("options.clientId", "options.clientSecret");
+    bad_path["nocobase"]["oauthCallbackPath"] = json!("admin?x=1");
+    assert!(admit(bad_path).is_err());
+}

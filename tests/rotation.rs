@@ -444,6 +444,25 @@ fn without_operator_written_mail_settings_retirement_needs_approval() {
     assert_eq!(w.st.phase, RotationPhase::Retiring);
 }
 
+/// The secret written into a field hidden from reads: delivered only as far as NocoBase's
+/// answer says, so retirement waits for the user's approval, naming the field.
+#[test]
+fn an_unconfirmable_mail_settings_field_waits_for_approval() {
+    let mut w = at_phase(RotationPhase::Delivering);
+    let d = Delivery {
+        mail_unconfirmed: vec!["clientSecret".into()],
+        ..all_delivered()
+    };
+    w.step(Some(Report::Delivery(d.clone())));
+    assert_eq!(w.st.phase, RotationPhase::Delivering);
+    assert_eq!(w.st.reason.as_deref(), Some("AwaitingRetireApproval"));
+    let m = w.st.message.clone().unwrap();
+    assert!(m.contains("clientSecret cannot be read back"), "{m}");
+    w.approved = Some(w.now.to_string());
+    w.step(Some(Report::Delivery(d)));
+    assert_eq!(w.st.phase, RotationPhase::Retiring);
+}
+
 #[test]
 fn manual_targets_wait_for_the_user() {
     let mut w = at_phase(RotationPhase::Delivering);

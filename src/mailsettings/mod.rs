@@ -3,27 +3,31 @@
 //! record of its own collection (default `mailSettings`), entered on its "Email settings"
 //! page, which does not resolve `{{$env.NAME}}`; the operator writes that record.
 //!
-//! - [`plan`]: pure: which record, which fields, what to write, what the read-back confirms;
+//! - [`path`]: field paths into JSON fields (`options.clientSecret`);
+//! - [`plan`]: pure: which record, which fields or keys;
+//! - [`write`]: pure: what to write, the merged body, its condition, what the read-back
+//!   confirms;
 //! - [`sync`]: the sequence with a [`crate::nocobase::NocoBaseClient`] (discover, list,
-//!   write, read back) and the cleanup.
+//!   write under a condition, retry on a concurrent change, read back) and the cleanup.
 //!
 //! NocoBase answers 200 to an update naming a field that does not exist and writes
 //! nothing, so discovery before writing and a read-back after are the only protection
 //! against silently writing nothing.
 
+pub mod path;
 pub mod plan;
 pub mod sync;
+pub mod write;
 
 use std::collections::BTreeMap;
 
 pub use crate::api::MailSettingsStatus;
 use crate::api::{MailSettings, NOCOBASE_NAME_RE};
 
-pub use plan::{
-    Confirmation, Located, Problem, Values, WritePlan, confirm, field_fingerprint, locate,
-    plan_write,
-};
+pub use path::FieldPath;
+pub use plan::{Located, Problem, Values, field_fingerprint, locate};
 pub use sync::{Discovered, MailOutcome, Wanted, cleanup, discover, sync};
+pub use write::{Confirmation, WritePlan, confirm, plan_write};
 
 /// Reasons of the `MailSettingsSynced` condition.
 pub mod reason {
@@ -38,6 +42,12 @@ pub mod reason {
     pub const NOT_APPLIED: &str = "MailSettingsNotApplied";
     /// A collection, field or match name NocoBase cannot have (normally refused at apply).
     pub const INVALID: &str = "InvalidMailSettings";
+    /// A path leads into a JSON field hidden from reads: it cannot be merged without
+    /// dropping the field's other keys, so nothing is written.
+    pub const FIELD_HIDDEN: &str = "MailSettingsFieldHidden";
+    /// The record kept changing between the operator's read and its conditional write
+    /// (retried; transient).
+    pub const CHANGED_DURING_WRITE: &str = "MailSettingsChangedDuringWrite";
     /// Unknown: nothing is written before Microsoft accepts the credentials.
     pub const AWAITING_VALID_CREDENTIALS: &str = "AwaitingValidCredentials";
 
@@ -52,6 +62,8 @@ pub mod reason {
         NOT_APPLIED,
         REFUSED,
         INVALID,
+        FIELD_HIDDEN,
+        CHANGED_DURING_WRITE,
         AWAITING_VALID_CREDENTIALS,
     ];
 }
@@ -70,17 +82,25 @@ pub fn valid_name(s: &str) -> bool {
 /// The input checks of `spec.nocobase.mailSettings` (the CRD's CEL rules, repeated for
 /// `check`, `render` and resources admitted before the rules existed).
 pub fn check_settings(s: &MailSettings) -> Result<(), Problem> {
-    let mut bad: Vec<String> = [&s.collection, &s.fields.client_id, &s.fields.client_secret]
+    let mut bad: Vec<String> = [&s.collection]
         .into_iter()
         .chain(s.match_fields.keys())
         .filter(|n| !valid_name(n))
         .map(|n| format!("{n:?}"))
         .collect();
-    if s.fields.client_id == s.fields.client_secret {
-        bad.push(format!(
-            "fields.clientId and fields.clientSecret are both {:?}",
-            s.fields.client_id
-        ));
+    let paths: Vec<Option<FieldPath>> = [&s.fields.client_id, &s.fields.client_secret]
+        .into_iter()
+        .map(|f| FieldPath::parse(f).map_err(|e| bad.push(e)).ok())
+        .collect();
+    if let [Some(id), Some(secret)] = paths.as_slice() {
+        let inside = |a: &FieldPath, b: &FieldPath| {
+            a.top == b.top && b.keys.len() >= a.keys.len() && b.keys[..a.keys.len()] == a.keys[..]
+        };
+        if inside(id, secret) || inside(secret, id) {
+            bad.push(format!(
+                "fields.clientId ({id}) and fields.clientSecret ({secret}) are the same field or one is inside the other"
+            ));
+        }
     }
     if s.match_fields.len() > 8 || s.match_fields.values().any(|v| v.len() > 256) {
         bad.push("match has more than 8 entries or a value over 256 characters".into());
@@ -91,7 +111,7 @@ pub fn check_settings(s: &MailSettings) -> Result<(), Problem> {
     Err(Problem {
         reason: reason::INVALID,
         message: format!(
-            "spec.nocobase.mailSettings is not usable: {}. Collection and field names hold letters, digits and _ (at most 63), not starting with a digit; nothing was sent to NocoBase",
+            "spec.nocobase.mailSettings is not usable: {}. Collection and field names hold letters, digits and _ (at most 63), not starting with a digit; a field may be followed by .keys inside a JSON field (a dot inside a key written \\.); nothing was sent to NocoBase",
             bad.join("; ")
         ),
     })
@@ -126,6 +146,19 @@ mod tests {
         s.match_fields.insert("bad-key".into(), "x".into());
         let p = check_settings(&s).unwrap_err();
         assert_eq!(p.reason, reason::INVALID);
-        assert!(p.message.contains("bad-key") && p.message.contains("both"));
+        assert!(p.message.contains("bad-key") && p.message.contains("same field"));
+        s.match_fields.clear();
+        s.fields.client_id = "options".into();
+        s.fields.client_secret = "options.clientSecret".into();
+        assert!(
+            check_settings(&s)
+                .unwrap_err()
+                .message
+                .contains("inside the other")
+        );
+        s.fields.client_id = r"options.outlook\.id".into();
+        assert!(check_settings(&s).is_ok());
+        s.fields.client_id = "options..id".into();
+        assert!(check_settings(&s).unwrap_err().message.contains("empty"));
     }
 }

@@ -1,10 +1,11 @@
-//! Pure decisions about the email manager's settings: which record and fields
-//! ([`locate`]), what to write ([`plan_write`]), and what reading the record back
-//! confirms ([`confirm`]). Messages list field names, never values.
+//! Pure decisions about the email manager's settings: which record and which fields or
+//! keys inside a JSON field ([`locate`]); what to write and how is in [`super::write`].
+//! Messages list field and key names, never values.
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{MailSettingsStatus, match_text, reason};
+use super::path::{FieldPath, Lookup, get};
+use super::{match_text, reason};
 use crate::api::MailSettings;
 use crate::nocobase::{Fields, Record};
 
@@ -26,7 +27,17 @@ pub struct Located {
     pub fields: Vec<String>,
     /// Whether they came from the API documentation (else from the record's keys).
     pub from_api_doc: bool,
+    /// Where the client ID and the client secret go, as found in the record (a flat name
+    /// the collection lacks at the top level may be found inside `options`).
+    pub paths: [FieldPath; 2],
+    /// Notes on how the paths were found (names only), for the condition's message.
+    pub notes: Vec<String>,
 }
+
+/// The JSON field a flat name is looked for in when the collection has no such field
+/// (NocoBase's providers keep their credentials in `options`: authenticators,
+/// notification channels, storages).
+pub const OPTIONS_FIELD: &str = "options";
 
 /// The values to write. `Debug` redacts the secret.
 #[derive(Clone, Debug)]
@@ -36,14 +47,11 @@ pub struct Values<'a> {
 }
 
 impl Values<'_> {
-    /// (field, value) for both fields of `s`.
-    pub fn pairs<'s>(&'s self, s: &'s MailSettings) -> [(&'s str, &'s str); 2] {
+    /// (path, value) for the client ID and the client secret, at `paths`.
+    pub fn pairs<'s>(&'s self, paths: &'s [FieldPath; 2]) -> [(&'s FieldPath, &'s str); 2] {
         [
-            (s.fields.client_id.as_str(), self.client_id),
-            (
-                s.fields.client_secret.as_str(),
-                self.client_secret.expose_secret(),
-            ),
+            (&paths[0], self.client_id),
+            (&paths[1], self.client_secret.expose_secret()),
         ]
     }
 }
@@ -111,17 +119,18 @@ fn matching(s: &MailSettings, records: &[Record]) -> Vec<usize> {
     (0..records.len()).filter(|&i| hit(&records[i])).collect()
 }
 
-/// Finds the one record `match` selects and checks that every named field exists.
-/// `records` are those NocoBase listed for the match (checked again here, so a filter
-/// NocoBase ignored cannot pick a wrong record).
-pub fn locate(s: &MailSettings, fields: &Fields, records: &[Record]) -> Result<Located, Problem> {
-    let c = &s.collection;
-    let matching = matching(s, records);
-    let (known, from_api_doc, source) = known_fields(fields, records);
-    let unknown = |names: Vec<&String>, what: &str, known: &[String]| Problem {
+fn unknown(
+    s: &MailSettings,
+    names: &[&String],
+    what: &str,
+    known: &[String],
+    source: &str,
+) -> Problem {
+    Problem {
         reason: reason::FIELD_UNKNOWN,
         message: format!(
-            "the collection {c} has no field {} (named in spec.nocobase.mailSettings.{what}); its fields are: {} ({source}). Map the fields to these names; nothing was written",
+            "the collection {} has no field {} (named in spec.nocobase.mailSettings.{what}); its fields are: {} ({source}). Map the fields to these names; nothing was written",
+            s.collection,
             names
                 .iter()
                 .map(|n| n.as_str())
@@ -129,7 +138,45 @@ pub fn locate(s: &MailSettings, fields: &Fields, records: &[Record]) -> Result<L
                 .join(", "),
             listed(known)
         ),
-    };
+    }
+}
+
+/// The index of the one record `match` selects, or why there is none.
+fn select(
+    s: &MailSettings,
+    records: &[Record],
+    known: &[String],
+    source: &str,
+) -> Result<usize, Problem> {
+    let c = &s.collection;
+    match matching(s, records).as_slice() {
+        [i] => Ok(*i),
+        [] => Err(Problem {
+            reason: reason::RECORD_NOT_FOUND,
+            message: format!(
+                "no record of the collection {c} matches {} ({} record(s) listed); its fields are: {} ({source}). Save the Microsoft settings once on the email manager's Email settings page so that the record exists, or correct spec.nocobase.mailSettings.match; nothing was written",
+                match_text(&s.match_fields),
+                records.len(),
+                listed(known)
+            ),
+        }),
+        many => Err(Problem {
+            reason: reason::AMBIGUOUS,
+            message: format!(
+                "{} records of the collection {c} match {}: the operator does not guess which one the email manager reads. Narrow spec.nocobase.mailSettings.match (fields: {}); nothing was written",
+                many.len(),
+                match_text(&s.match_fields),
+                listed(known)
+            ),
+        }),
+    }
+}
+
+/// Finds the one record `match` selects and checks that every named field exists.
+/// `records` are those NocoBase listed for the match (checked again here, so a filter
+/// NocoBase ignored cannot pick a wrong record).
+pub fn locate(s: &MailSettings, fields: &Fields, records: &[Record]) -> Result<Located, Problem> {
+    let (known, from_api_doc, source) = known_fields(fields, records);
     if from_api_doc || !records.is_empty() {
         let bad: Vec<&String> = s
             .match_fields
@@ -137,49 +184,24 @@ pub fn locate(s: &MailSettings, fields: &Fields, records: &[Record]) -> Result<L
             .filter(|k| !known.contains(k))
             .collect();
         if !bad.is_empty() {
-            return Err(unknown(bad, "match", &known));
+            return Err(unknown(s, &bad, "match", &known, &source));
         }
     }
-    let index = match matching.as_slice() {
-        [i] => *i,
-        [] => {
-            return Err(Problem {
-                reason: reason::RECORD_NOT_FOUND,
-                message: format!(
-                    "no record of the collection {c} matches {} ({} record(s) listed); its fields are: {} ({source}). Save the Microsoft settings once on the email manager's Email settings page so that the record exists, or correct spec.nocobase.mailSettings.match; nothing was written",
-                    match_text(&s.match_fields),
-                    records.len(),
-                    listed(&known)
-                ),
-            });
-        }
-        many => {
-            return Err(Problem {
-                reason: reason::AMBIGUOUS,
-                message: format!(
-                    "{} records of the collection {c} match {}: the operator does not guess which one the email manager reads. Narrow spec.nocobase.mailSettings.match (fields: {}); nothing was written",
-                    many.len(),
-                    match_text(&s.match_fields),
-                    listed(&known)
-                ),
-            });
-        }
-    };
+    let index = select(s, records, &known, &source)?;
     let record = &records[index];
     let known = if from_api_doc {
         known.clone()
     } else {
         record.names()
     };
-    let targets = [&s.fields.client_id, &s.fields.client_secret];
-    let bad: Vec<&String> = targets.into_iter().filter(|f| !known.contains(f)).collect();
-    if !bad.is_empty() {
-        let mut p = unknown(bad, "fields", &known);
-        if !from_api_doc {
-            p.message = p.message.replace("the records' keys", "the record's keys");
+    let (paths, notes) = resolve_paths(s, record, &known).map_err(|e| match e {
+        Err(p) => p,
+        Ok(bad) => {
+            let source = source.replace("the records' keys", "the record's keys");
+            let bad: Vec<&String> = bad.iter().collect();
+            unknown(s, &bad, "fields", &known, &source)
         }
-        return Err(p);
-    }
+    })?;
     let Some(key) = record.key() else {
         return Err(no_id(s));
     };
@@ -188,7 +210,107 @@ pub fn locate(s: &MailSettings, fields: &Fields, records: &[Record]) -> Result<L
         key: key.to_owned(),
         fields: known,
         from_api_doc,
+        paths,
+        notes,
     })
+}
+
+/// The paths of the client ID and the client secret in `record`, with notes; or the
+/// spec paths whose field the collection lacks (`Ok`), or another problem (`Err`).
+#[allow(clippy::type_complexity)]
+fn resolve_paths(
+    s: &MailSettings,
+    record: &Record,
+    known: &[String],
+) -> Result<([FieldPath; 2], Vec<String>), Result<Vec<String>, Problem>> {
+    let mut notes = vec![];
+    let mut paths = vec![];
+    let mut bad = vec![];
+    for spec_path in [&s.fields.client_id, &s.fields.client_secret] {
+        let path = FieldPath::parse(spec_path).map_err(|m| {
+            Err(Problem {
+                reason: reason::INVALID,
+                message: format!("spec.nocobase.mailSettings.fields: {m}; nothing was written"),
+            })
+        })?;
+        if known.contains(&path.top) {
+            check_path(s, record, &path).map_err(Err)?;
+            paths.push(path);
+        } else if let Some(p) = in_options(record, &path) {
+            notes.push(format!("{path} found inside {OPTIONS_FIELD} as {p}"));
+            paths.push(p);
+        } else {
+            bad.push(spec_path.clone());
+        }
+    }
+    if !bad.is_empty() {
+        return Err(Ok(bad));
+    }
+    let [a, b]: [FieldPath; 2] = paths.try_into().expect("two paths");
+    Ok(([a, b], notes))
+}
+
+/// A flat name the collection lacks, found as a key of the record's `options` object.
+fn in_options(record: &Record, path: &FieldPath) -> Option<FieldPath> {
+    if !path.is_flat() {
+        return None;
+    }
+    let inside = path.inside(OPTIONS_FIELD);
+    let options = record.json(OPTIONS_FIELD)?;
+    matches!(get(&options, &inside.keys), Lookup::Found(v) if v.is_string() || v.is_null())
+        .then_some(inside)
+}
+
+/// A path into a JSON field: the field must be readable (a hidden one cannot be merged)
+/// and hold the keys (unless `createMissingKeys`); the last one holds text or nothing.
+fn check_path(s: &MailSettings, record: &Record, path: &FieldPath) -> Result<(), Problem> {
+    if path.is_flat() {
+        return Ok(());
+    }
+    let c = &s.collection;
+    let top = &path.top;
+    let Some(v) = record.json(top) else {
+        return Err(Problem {
+            reason: reason::FIELD_HIDDEN,
+            message: format!(
+                "the field {top} of the collection {c} is hidden from reads, so the path {path} cannot be written: NocoBase replaces a JSON field whole on update, and without reading it the operator would drop every other key it holds. Write the value at the top level instead, or make {top} readable; nothing was written"
+            ),
+        });
+    };
+    let missing = |at: &str, present: &[String]| Problem {
+        reason: reason::FIELD_UNKNOWN,
+        message: format!(
+            "the JSON field {top} of the matching record of the collection {c} has no key {} (named in spec.nocobase.mailSettings.fields as {path}){at}; its keys there: {}. Map fields to an existing key, or set createMissingKeys to create it; nothing was written",
+            path.key_text(),
+            listed(present)
+        ),
+    };
+    let unusable = |what: &str| Problem {
+        reason: reason::FIELD_UNKNOWN,
+        message: format!(
+            "the path {path} (spec.nocobase.mailSettings.fields) cannot be written in the collection {c}: {what}; nothing was written"
+        ),
+    };
+    match (get(&v, &path.keys), v.is_null()) {
+        (Lookup::Found(found), _) if found.is_string() || found.is_null() => Ok(()),
+        (Lookup::Found(_), _) => Err(unusable("its value is not text")),
+        _ if s.create_missing_keys && (v.is_null() || v.is_object()) => Ok(()),
+        (_, true) => Err(missing(" (the field is empty)", &[])),
+        (Lookup::Missing { depth, present }, _) => {
+            let at = match depth {
+                0 => String::new(),
+                d => format!(" (missing below {})", path.keys[..d].join(".")),
+            };
+            Err(missing(&at, &present))
+        }
+        (Lookup::NotObject { depth }, _) => Err(unusable(&format!(
+            "{top}{} is not a JSON object",
+            path.keys[..depth]
+                .iter()
+                .map(|k| format!(".{k}"))
+                .collect::<String>()
+        ))),
+    }
 }
 
 fn no_id(s: &MailSettings) -> Problem {
@@ -200,106 +322,6 @@ fn no_id(s: &MailSettings) -> Problem {
             match_text(&s.match_fields)
         ),
     }
-}
-
-/// The fields to write now, and why; the others are left alone.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WritePlan {
-    /// (field, why): `differs`, `empty`, `not recorded`, `changed in NocoBase`.
-    pub write: Vec<(String, &'static str)>,
-    pub unchanged: Vec<String>,
-}
-
-/// An unchanged value is never rewritten. A field that reads back its value is compared
-/// directly; one that reads back empty or otherwise (a secret field hidden from reads) is
-/// unchanged when status recorded this very value in this very record and NocoBase's
-/// `updatedAt` has not moved since.
-pub fn plan_write(
-    s: &MailSettings,
-    record: &Record,
-    located: &Located,
-    values: &Values<'_>,
-    uid: &[u8],
-    previous: Option<&MailSettingsStatus>,
-) -> WritePlan {
-    let mut p = WritePlan::default();
-    let prev = previous.filter(|m| m.collection == s.collection && m.record == located.key);
-    let untouched = match (
-        prev.and_then(|m| m.updated_at.as_deref()),
-        record.text("updatedAt"),
-    ) {
-        (Some(was), Some(now)) => was == now,
-        _ => true,
-    };
-    for (field, value) in values.pairs(s) {
-        let fp = field_fingerprint(uid, &s.collection, &located.key, field, value);
-        let recorded = prev.and_then(|m| m.fields.get(field)) == Some(&fp);
-        let why = match record.text(field) {
-            Some(t) if t == value => None,
-            _ if recorded && untouched => None,
-            Some(t) if !t.is_empty() && !recorded => Some("differs"),
-            Some(t) if !t.is_empty() => Some("changed in NocoBase"),
-            _ if prev.is_some_and(|m| m.fields.contains_key(field)) && recorded => {
-                Some("changed in NocoBase")
-            }
-            _ if prev.is_some_and(|m| m.fields.contains_key(field)) => Some("value changed"),
-            _ => Some("not recorded"),
-        };
-        match why {
-            None => p.unchanged.push(field.to_owned()),
-            Some(w) => p.write.push((field.to_owned(), w)),
-        }
-    }
-    p
-}
-
-/// What reading the record back after a write showed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Confirmation {
-    pub confirmed: Vec<String>,
-    /// (field, why): read back empty (hidden from reads), or transformed.
-    pub unconfirmed: Vec<(String, &'static str)>,
-    /// Fields that read back exactly as before the write although another value was
-    /// written: the write did not arrive.
-    pub not_applied: Vec<String>,
-}
-
-/// Compares the record after the write with the values written and the record before.
-pub fn confirm(
-    s: &MailSettings,
-    before: &Record,
-    after: Option<&Record>,
-    values: &Values<'_>,
-) -> Confirmation {
-    let mut c = Confirmation::default();
-    for (field, value) in values.pairs(s) {
-        let now = after.and_then(|a| a.text(field));
-        match now {
-            Some(t) if t == value => c.confirmed.push(field.to_owned()),
-            // absent or null: a field hidden from reads
-            None => c
-                .unconfirmed
-                .push((field.to_owned(), "is hidden from reads")),
-            Some(t) if before.text(field) == Some(t) || field == s.fields.client_id => {
-                c.not_applied.push(field.to_owned())
-            }
-            Some("") => c.unconfirmed.push((field.to_owned(), "reads back empty")),
-            Some(_) => c.unconfirmed.push((
-                field.to_owned(),
-                "reads back transformed (masked or encrypted)",
-            )),
-        }
-    }
-    if after.is_none() {
-        c.unconfirmed.clear();
-        c.confirmed.clear();
-        c.not_applied = values
-            .pairs(s)
-            .iter()
-            .map(|(f, _)| (*f).to_owned())
-            .collect();
-    }
-    c
 }
 
 #[cfg(test)]
@@ -374,75 +396,61 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_values_are_not_rewritten_and_hidden_ones_follow_the_record() {
-        let s = MailSettings::default();
-        let secret = SecretString::from("S3cret~value");
-        let v = Values {
-            client_id: "cid",
-            client_secret: &secret,
-        };
-        let r = rec(
-            json!({"id": 1, "provider": "outlook", "clientId": "cid", "clientSecret": null, "updatedAt": "t1"}),
-        );
-        let l = locate(&s, &api_doc(), std::slice::from_ref(&r)).unwrap();
-        // nothing recorded: the hidden secret is written, the equal client ID is not
-        let p = plan_write(&s, &r, &l, &v, b"uid", None);
-        assert_eq!(p.write, [("clientSecret".to_owned(), "not recorded")]);
-        assert_eq!(p.unchanged, ["clientId"]);
-        // recorded this value, record untouched: nothing
-        let mut st = MailSettingsStatus {
-            collection: s.collection.clone(),
-            record: "1".into(),
-            updated_at: Some("t1".into()),
-            ..Default::default()
-        };
-        for (f, val) in v.pairs(&s) {
-            st.fields.insert(
-                f.into(),
-                field_fingerprint(b"uid", &s.collection, "1", f, val),
-            );
-        }
-        assert!(
-            plan_write(&s, &r, &l, &v, b"uid", Some(&st))
-                .write
-                .is_empty()
-        );
-        // edited in NocoBase since (updatedAt moved): written again
-        let moved =
-            rec(json!({"id": 1, "provider": "outlook", "clientId": "cid", "updatedAt": "t2"}));
-        let p = plan_write(&s, &moved, &l, &v, b"uid", Some(&st));
+    fn paths_are_checked_against_the_record() {
+        let mut s = MailSettings::default();
+        s.match_fields.clear();
+        s.fields.client_id = "options.outlook.clientId".into();
+        s.fields.client_secret = "options.outlook.clientSecret".into();
+        let doc = Fields::ApiDoc(vec!["id".into(), "options".into()]);
+        let ok = [rec(
+            json!({"id": 1, "options": {"outlook": {"clientId": "", "clientSecret": null}}}),
+        )];
+        let l = locate(&s, &doc, &ok).unwrap();
+        assert_eq!(l.paths[1].to_string(), "options.outlook.clientSecret");
+        let hidden = [rec(json!({"id": 1}))];
         assert_eq!(
-            p.write,
-            [("clientSecret".to_owned(), "changed in NocoBase")]
+            locate(&s, &doc, &hidden).unwrap_err().reason,
+            reason::FIELD_HIDDEN
         );
-        // a new secret: written
-        let other = SecretString::from("0ther~value");
-        let v2 = Values {
-            client_id: "cid",
-            client_secret: &other,
-        };
-        let p = plan_write(&s, &r, &l, &v2, b"uid", Some(&st));
-        assert_eq!(p.write, [("clientSecret".to_owned(), "value changed")]);
+        let other = [rec(
+            json!({"id": 1, "options": {"gmail": {}, "flag": true}}),
+        )];
+        let e = locate(&s, &doc, &other).unwrap_err();
+        assert_eq!(e.reason, reason::FIELD_UNKNOWN);
+        assert!(
+            e.message.contains("no key outlook.clientId") && e.message.contains("flag, gmail"),
+            "{}",
+            e.message
+        );
+        let not_text = [rec(
+            json!({"id": 1, "options": {"outlook": {"clientId": {}, "clientSecret": ""}}}),
+        )];
+        assert!(
+            locate(&s, &doc, &not_text)
+                .unwrap_err()
+                .message
+                .contains("not text")
+        );
+        s.create_missing_keys = true;
+        assert!(locate(&s, &doc, &other).is_ok());
+        let scalar = [rec(json!({"id": 1, "options": "text"}))];
+        assert!(
+            locate(&s, &doc, &scalar)
+                .unwrap_err()
+                .message
+                .contains("is not a JSON object")
+        );
     }
 
     #[test]
-    fn read_back_confirms_or_says_what_it_cannot() {
+    fn flat_defaults_are_found_inside_options() {
         let s = MailSettings::default();
-        let secret = SecretString::from("S3cret~value");
-        let v = Values {
-            client_id: "cid",
-            client_secret: &secret,
-        };
-        let before = rec(json!({"id": 1, "clientId": "old", "clientSecret": "old"}));
-        let hidden = rec(json!({"id": 1, "clientId": "cid"}));
-        let c = confirm(&s, &before, Some(&hidden), &v);
-        assert_eq!(c.confirmed, ["clientId"]);
-        assert_eq!(c.unconfirmed[0].0, "clientSecret");
-        let ignored = rec(json!({"id": 1, "clientId": "old", "clientSecret": "old"}));
-        let c = confirm(&s, &before, Some(&ignored), &v);
-        assert_eq!(c.not_applied, ["clientId", "clientSecret"]);
-        let masked = rec(json!({"id": 1, "clientId": "cid", "clientSecret": "******"}));
-        assert_eq!(confirm(&s, &before, Some(&masked), &v).unconfirmed.len(), 1);
-        assert_eq!(confirm(&s, &before, None, &v).not_applied.len(), 2);
+        let doc = Fields::ApiDoc(vec!["id".into(), "provider".into(), "options".into()]);
+        let r = [rec(
+            json!({"id": 1, "provider": "outlook", "options": {"clientId": "", "clientSecret": ""}}),
+        )];
+        let l = locate(&s, &doc, &r).unwrap();
+        assert_eq!(l.paths[0].to_string(), "options.clientId");
+        assert_eq!(l.notes.len(), 2);
     }
 }

@@ -30,7 +30,7 @@ pub use plan::{
     cleanup_plan, plan, value_fingerprint,
 };
 pub use record::{CleanupWait, SyncOutcome, cleanup_wait};
-pub use records::{Fields, ReadValue, Record};
+pub use records::{Condition, Fields, ReadValue, Record};
 pub use sync::{CleanupOutcome, cleanup, sync};
 
 /// The type of a NocoBase variable. NocoBase treats every `type` other than `secret` as

@@ -27,8 +27,9 @@ pub enum ReadValue {
     Text(SecretString),
     /// A number or boolean, as text (record keys, flags).
     Scalar(String),
-    /// An object or array.
-    Other,
+    /// An object or array (a JSON field): its JSON text, kept secret (it may hold other
+    /// secrets, such as another provider's).
+    Json(SecretString),
 }
 
 impl ReadValue {
@@ -38,7 +39,9 @@ impl ReadValue {
             Value::String(s) => ReadValue::Text(SecretString::from(s)),
             Value::Number(n) => ReadValue::Scalar(n.to_string()),
             Value::Bool(b) => ReadValue::Scalar(b.to_string()),
-            _ => ReadValue::Other,
+            j @ (Value::Object(_) | Value::Array(_)) => {
+                ReadValue::Json(SecretString::from(j.to_string()))
+            }
         }
     }
 
@@ -88,6 +91,35 @@ impl Record {
 
     pub fn names(&self) -> Vec<String> {
         self.fields.keys().cloned().collect()
+    }
+
+    /// Whether the read showed `field` at all (a field hidden from reads is absent).
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.contains_key(field)
+    }
+
+    /// The JSON value of `field`: an object as read, `null`, or a scalar. `None` when the
+    /// read did not show the field. Holds secrets: never log it.
+    pub fn json(&self, field: &str) -> Option<Value> {
+        Some(match self.fields.get(field)? {
+            ReadValue::Null => Value::Null,
+            ReadValue::Text(t) => Value::from(t.expose_secret()),
+            ReadValue::Scalar(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+            ReadValue::Json(j) => serde_json::from_str(j.expose_secret()).unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// A conditional update: the record is written only while `filter` still matches it
+/// (NocoBase answers `{"data": []}` and writes nothing otherwise). Holds values: never log.
+#[derive(Clone)]
+pub struct Condition(pub serde_json::Map<String, Value>);
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Condition")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -165,17 +197,45 @@ impl NocoBaseClient {
         key: &str,
         values: &BTreeMap<String, SecretString>,
     ) -> Result<usize, SyncError> {
-        let action = format!("{collection}:update");
         let wire: serde_json::Map<String, Value> = values
             .iter()
             .map(|(k, v)| (k.clone(), Value::from(v.expose_secret())))
             .collect();
-        let body = serde_json::to_vec(&wire).map_err(|_| self.unreadable(Op::RecordUpdate, 0))?;
+        self.update_fields(collection, key, &wire, None).await
+    }
+
+    /// Writes whole field values (a JSON field as a whole object) into the record `key`,
+    /// only while `condition` still matches it when given, and gives how many records
+    /// NocoBase updated (0: the condition no longer matches, or the record is gone).
+    /// A key with a dot is refused before anything is sent: NocoBase would expand it and
+    /// replace the whole JSON field (seen on 2.2.15).
+    pub async fn update_fields(
+        &self,
+        collection: &str,
+        key: &str,
+        wire: &serde_json::Map<String, Value>,
+        condition: Option<&Condition>,
+    ) -> Result<usize, SyncError> {
+        if let Some(k) = wire.keys().find(|k| k.contains('.')) {
+            return Err(SyncError::new(
+                super::reason::UNEXPECTED_RESPONSE,
+                format!(
+                    "the operator refused to send the field {k:?}: NocoBase expands a dotted key and replaces the whole JSON field"
+                ),
+            ));
+        }
+        let action = format!("{collection}:update");
+        let body = serde_json::to_vec(wire).map_err(|_| self.unreadable(Op::RecordUpdate, 0))?;
+        let filter = condition.map(|c| Value::Object(c.0.clone()).to_string());
+        let mut query = vec![("filterByTk", key)];
+        if let Some(f) = &filter {
+            query.push(("filter", f.as_str()));
+        }
         let answer = self
             .call_on(
                 Op::RecordUpdate,
                 &action,
-                &[("filterByTk", key)],
+                &query,
                 Some((body, &[collection])),
             )
             .await

@@ -135,6 +135,10 @@ pub struct Delivery {
     /// The email manager's settings, written by the operator, hold it (None: the operator
     /// does not write them, so it cannot see which secret mail uses).
     pub mail_settings: Option<bool>,
+    /// Fields of the email manager's settings the operator wrote but cannot read back
+    /// (hidden from reads): "holds it" rests on NocoBase's answer to the write, so
+    /// retirement waits for the user's approval.
+    pub mail_unconfirmed: Vec<String>,
 }
 
 /// What the step's I/O achieved.

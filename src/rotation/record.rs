@@ -300,6 +300,12 @@ fn waits(d: &Delivery, approved: bool) -> Vec<(&'static str, String)> {
             "the email manager's settings to hold the new secret".to_owned(),
         ));
     }
+    if d.mail_settings == Some(true) && !d.mail_unconfirmed.is_empty() && !approved {
+        w.push(("AwaitingRetireApproval", format!(
+            "your approval: the operator wrote the new secret into the email manager's settings, but {} cannot be read back (hidden from reads), so it cannot confirm that mail uses it. Check that a mailbox still sends and receives (or that the Email settings page shows the new secret's first characters), then run `nocobase-mail-operator rotate NAME -n NS --approve-retire`",
+            d.mail_unconfirmed.join(", ")
+        )));
+    }
     if d.mail_settings.is_none() && !approved {
         w.push(("AwaitingRetireApproval", "your approval: the email manager keeps its own copy of the client secret, which the operator does not write, so it cannot see whether mail already uses the new one. Put the new secret into NocoBase's email settings (or check that they use {{$env.…}}), then run `nocobase-mail-operator rotate NAME -n NS --approve-retire`".to_owned()));
     }

@@ -54,6 +54,17 @@ pub struct Collection {
     /// Fields described but never stored by an update (the write silently lands nowhere).
     pub ignored: Vec<String>,
     pub records: Vec<serde_json::Map<String, Value>>,
+    /// Applied to the addressed record just before the next update is evaluated (field ->
+    /// value), as a concurrent edit made between the operator's read and its write; the
+    /// next `concurrent_edits` updates each get one (an object value stamped with
+    /// `editedAt`, so that each edit is a change).
+    pub concurrent_edit: Vec<(String, Value)>,
+    /// Fields of type json (a dotted key of an update expands into them; into any other
+    /// field it stores "[object Object]").
+    pub json: Vec<String>,
+    pub concurrent_edits: usize,
+    /// Updates answered `{"data": []}` because their `filter` no longer matched.
+    pub conditional_misses: usize,
 }
 
 #[derive(Default)]
@@ -298,9 +309,9 @@ impl NocoBase {
         if !authorized {
             return Some(json_fixture(401, "error_invalid_token.json"));
         }
-        let filter: serde_json::Map<String, Value> = query(req, "filter")
+        let filter: Value = query(req, "filter")
             .and_then(|f| serde_json::from_str(&f).ok())
-            .unwrap_or_default();
+            .unwrap_or(Value::Object(Default::default()));
         let tk = query(req, "filterByTk");
         let now = st.tick();
         let mut updates = 0;
@@ -312,7 +323,8 @@ impl NocoBase {
             r.retain(|k, _| !hidden.contains(k));
             Value::Object(r)
         };
-        let answer = if verb == "list" && filter.keys().any(|k| !c.fields.contains(k)) {
+        let unknown_filter = top_keys(&filter).iter().any(|k| !c.fields.contains(k));
+        let answer = if unknown_filter {
             json_body(
                 400,
                 &json!({"errors": [{"message": "Invalid SQL column or table reference"}]}),
@@ -321,7 +333,7 @@ impl NocoBase {
             let data: Vec<Value> = c
                 .records
                 .iter()
-                .filter(|r| filter.iter().all(|(k, v)| r.get(k) == Some(v)))
+                .filter(|r| test(Some(&Value::Object((*r).clone())), &filter))
                 .map(visible)
                 .collect();
             json_body(200, &json!({ "data": data }))
@@ -330,30 +342,7 @@ impl NocoBase {
         } else {
             let body: serde_json::Map<String, Value> =
                 serde_json::from_slice(&req.body).unwrap_or_default();
-            let fields = c.fields.clone();
-            let ignored = c.ignored.clone();
-            let mut out = vec![];
-            for r in c.records.iter_mut().filter(|r| {
-                tk.as_deref().is_some_and(|k| {
-                    r.get("id")
-                        .map(|v| v.to_string().trim_matches('"').to_owned())
-                        == Some(k.to_owned())
-                })
-            }) {
-                let mut changed = false;
-                for (k, v) in &body {
-                    // unknown fields are ignored, as NocoBase does
-                    if fields.contains(k) && !ignored.contains(k) && r.get(k) != Some(v) {
-                        r.insert(k.clone(), v.clone());
-                        changed = true;
-                    }
-                }
-                if changed && r.contains_key("updatedAt") {
-                    r.insert("updatedAt".into(), Value::from(now.clone()));
-                }
-                // the answer echoes the stored record (fields hidden from reads left out)
-                out.push(r.clone());
-            }
+            let out = c.update(tk.as_deref(), &filter, &body, &now);
             updates = 1;
             let data: Vec<Value> = out.iter().map(visible).collect();
             json_body(200, &json!({ "data": data }))
@@ -390,4 +379,126 @@ impl NocoBase {
             .await;
         server
     }
+}
+
+impl Collection {
+    /// `<collection>:update?filterByTk=..[&filter=..]`, as NocoBase 2.2.15 answers it: the
+    /// records updated (none when `filter` no longer matches: `{"data": []}`, nothing
+    /// written); unknown fields ignored; a dotted key expanded into an object that
+    /// replaces the whole field (`{"options.a.b": "x"}` stores `{"a": {"b": "x"}}`, and
+    /// `"[object Object]"` in a string field); `updatedAt` moved only by a change.
+    fn update(
+        &mut self,
+        tk: Option<&str>,
+        filter: &Value,
+        body: &serde_json::Map<String, Value>,
+        now: &str,
+    ) -> Vec<serde_json::Map<String, Value>> {
+        let fields = self.fields.clone();
+        let json_fields = self.json.clone();
+        let ignored = self.ignored.clone();
+        let edit = (self.concurrent_edits > 0).then(|| self.concurrent_edit.clone());
+        if edit.is_some() {
+            self.concurrent_edits -= 1;
+        }
+        let mut out = vec![];
+        let mut misses = 0;
+        for r in self.records.iter_mut().filter(|r| {
+            tk.is_some_and(|k| {
+                r.get("id")
+                    .map(|v| v.to_string().trim_matches('"').to_owned())
+                    == Some(k.to_owned())
+            })
+        }) {
+            if let Some(edit) = &edit {
+                for (k, v) in edit {
+                    // stamped, so that repeated edits are each a change
+                    let mut v = v.clone();
+                    if let Value::Object(o) = &mut v {
+                        o.insert("editedAt".into(), Value::from(now));
+                    }
+                    r.insert(k.clone(), v);
+                }
+                if r.contains_key("updatedAt") {
+                    r.insert("updatedAt".into(), Value::from(format!("{now}-edit")));
+                }
+            }
+            if !test(Some(&Value::Object(r.clone())), filter) {
+                misses += 1;
+                continue;
+            }
+            let mut changed = false;
+            for (k, v) in body {
+                let (top, v) = expand(k, v, &json_fields);
+                // unknown fields are ignored, as NocoBase does
+                if fields.contains(&top) && !ignored.contains(&top) && r.get(&top) != Some(&v) {
+                    r.insert(top, v);
+                    changed = true;
+                }
+            }
+            if changed && r.contains_key("updatedAt") {
+                r.insert("updatedAt".into(), Value::from(now));
+            }
+            // the answer echoes the stored record (fields hidden from reads left out)
+            out.push(r.clone());
+        }
+        self.conditional_misses += misses;
+        out
+    }
+}
+
+/// NocoBase's expansion of a dotted key of an update body: the first segment names the
+/// field, the rest becomes nested objects that replace the field's whole value.
+fn expand(k: &str, v: &Value, json_fields: &[String]) -> (String, Value) {
+    let mut parts = k.split('.');
+    let top = parts.next().unwrap_or_default().to_owned();
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() {
+        return (top, v.clone());
+    }
+    if !json_fields.contains(&top) {
+        return (top, Value::from("[object Object]"));
+    }
+    let nested = rest
+        .iter()
+        .rev()
+        .fold(v.clone(), |inner, k| json!({ *k: inner }));
+    (top, nested)
+}
+
+/// The collection fields a filter names (first segment of each key, inside `$and` too).
+fn top_keys(filter: &Value) -> Vec<String> {
+    let Value::Object(o) = filter else {
+        return vec![];
+    };
+    o.iter()
+        .flat_map(|(k, v)| match (k.as_str(), v) {
+            ("$and", Value::Array(a)) => a.iter().flat_map(top_keys).collect::<Vec<_>>(),
+            (k, _) if k.starts_with('$') => vec![],
+            (k, _) => vec![k.split('.').next().unwrap_or_default().to_owned()],
+        })
+        .collect()
+}
+
+/// Whether `cur` passes `cond`: a plain value (equality), operators (`$eq`, `$empty`,
+/// `$notEmpty`, `$and`), or keys (dotted or nested) into `cur`, as NocoBase's filters.
+fn test(cur: Option<&Value>, cond: &Value) -> bool {
+    let Value::Object(o) = cond else {
+        return cur.unwrap_or(&Value::Null) == cond;
+    };
+    o.iter().all(|(k, sub)| match k.as_str() {
+        "$and" => sub
+            .as_array()
+            .is_some_and(|a| a.iter().all(|c| test(cur, c))),
+        "$eq" => cur.unwrap_or(&Value::Null) == sub,
+        "$empty" => matches!(cur, None | Some(Value::Null)) || cur == Some(&json!("")),
+        "$notEmpty" => !(matches!(cur, None | Some(Value::Null)) || cur == Some(&json!(""))),
+        k => {
+            let mut at = cur;
+            for part in k.split('.') {
+                at = at.and_then(|v| v.get(part));
+            }
+            test(at, sub)
+        }
+    })
 }

@@ -106,6 +106,53 @@ impl RealNocoBase {
         }
     }
 
+    /// A stand-in with a JSON `options` field (hidden from reads when asked), with or
+    /// without `updatedAt`, holding one record with `options`; returns the record's id.
+    pub async fn create_options_stand_in(
+        &self,
+        name: &str,
+        updated_at: bool,
+        options_hidden: bool,
+        options: Value,
+    ) -> Value {
+        self.destroy(name).await;
+        let mut fields = vec![
+            json!({"name": "id", "type": "bigInt", "autoIncrement": true, "primaryKey": true, "allowNull": false, "interface": "id"}),
+            json!({"name": "options", "type": "json", "interface": "json", "hidden": options_hidden}),
+        ];
+        if updated_at {
+            fields.push(json!({"name": "updatedAt", "type": "date", "field": "updatedAt", "interface": "updatedAt"}));
+        }
+        let (status, body) = self
+            .api(
+                "POST",
+                "collections:create",
+                Some(json!({"name": name, "title": name, "autoGenId": true,
+                    "createdAt": false, "updatedAt": updated_at, "timestamps": updated_at,
+                    "fields": fields})),
+            )
+            .await;
+        assert_eq!(status, 200, "collections:create: {body}");
+        let (status, body) = self
+            .api(
+                "POST",
+                &format!("{name}:create"),
+                Some(json!({"options": options})),
+            )
+            .await;
+        assert_eq!(status, 200, "{name}:create: {body}");
+        body["data"]["id"].clone()
+    }
+
+    /// The only record of `name`, as NocoBase lists it.
+    pub async fn only_record(&self, name: &str) -> Value {
+        let (status, body) = self
+            .api("GET", &format!("{name}:list?paginate=false"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"][0].clone()
+    }
+
     pub async fn destroy(&self, name: &str) {
         self.api(
             "POST",

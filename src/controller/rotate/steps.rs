@@ -285,6 +285,13 @@ pub(super) async fn delivery(
         .as_ref()
         .map(|_| is_true(condition::NOCOBASE_SYNCED));
     d.mail_settings = mail_settings_hold(env.mmi, status, fp.as_deref());
+    if d.mail_settings == Some(true) {
+        d.mail_unconfirmed = status
+            .mail_settings
+            .as_ref()
+            .map(|m| m.unconfirmed.clone())
+            .unwrap_or_default();
+    }
     Ok(d)
 }
 
