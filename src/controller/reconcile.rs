@@ -95,11 +95,7 @@ pub async fn reconcile(
     })
     .instrument(span)
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    .or_else(|e| finalizer_outcome(e, &ns, &name));
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -107,6 +103,40 @@ pub async fn reconcile(
         ctx.error_backoff.reset(&format!("{ns}/{name}"));
     }
     result
+}
+
+/// How long a reconcile of a stale copy waits before it runs again (by then the watch has
+/// brought the current object).
+const STALE_COPY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The finalizer helper's errors. Two are not failures, and neither is logged as one: a
+/// refused patch (422: kube-runtime's JSON patch tests `/metadata/finalizers` against the
+/// copy it was given, and the cache can still hold the copy from before this operator's own
+/// finalizer write when a Secret or Deployment event triggers a reconcile, as the initial
+/// lists do at start) is retried shortly; a removal that finds the object gone (404: a
+/// late trigger with the cached deleting copy) means the deletion is done.
+fn finalizer_outcome(
+    e: kube::runtime::finalizer::Error<Error>,
+    ns: &str,
+    name: &str,
+) -> Result<Action, Error> {
+    use kube::runtime::finalizer::Error as F;
+    let code = |e: &kube::Error| match e {
+        kube::Error::Api(s) => s.code,
+        _ => 0,
+    };
+    match e {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => Err(e),
+        F::RemoveFinalizer(e) if code(&e) == 404 => {
+            tracing::debug!(namespace = %ns, name = %name, "finalizer: the object is already gone");
+            Ok(Action::await_change())
+        }
+        F::AddFinalizer(e) | F::RemoveFinalizer(e) if code(&e) == 422 => {
+            tracing::debug!(namespace = %ns, name = %name, "finalizer: a stale copy of the object; retrying");
+            Ok(Action::requeue(STALE_COPY_RETRY))
+        }
+        other => Err(Error::Finalizer(other.to_string())),
+    }
 }
 
 /// Kubernetes API errors are retried with per-integration exponential backoff and jitter
