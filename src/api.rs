@@ -803,6 +803,13 @@ pub struct RotationStatus {
     /// whatever spec.secretExpiry.expiresAt (which describes the secret you gave) says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_secret_expires_at: Option<String>,
+    /// The `retire-approved-at` value the operator last saw on the integration, and when
+    /// it first saw it (RFC 3339): an approval counts only when seen after delivery began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_seen: Option<String>,
+    /// When the operator first saw `approvalSeen` (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_seen_at: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {

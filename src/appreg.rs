@@ -165,7 +165,7 @@ pub fn problems(
             reason::REDIRECT_URI_MISSING,
             format!(
                 "the Web redirect URI {want} is not registered (registered Web URIs: {}): add it in App registrations > your app > Authentication > Add a platform > Web > Redirect URIs",
-                if uris.is_empty() { "none".to_owned() } else { uris.join(", ") }
+                if uris.is_empty() { "none".to_owned() } else { crate::quote::list(uris, ", ") }
             ),
         ));
     }

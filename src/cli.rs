@@ -86,6 +86,16 @@ pub struct RunArgs {
     /// Milliseconds a burst of changes to one integration is merged before it is reconciled.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub reconcile_debounce_ms: u64,
+    /// Seconds one reconcile may spend on external I/O (Microsoft, Graph, NocoBase) in
+    /// total; what is not done by then is reported as a timeout and tried again later.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::controller::limits::DEFAULT_IO_DEADLINE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub reconcile_io_deadline: u64,
+    /// Reconciles that may talk to one NocoBase endpoint at once (the Services of one
+    /// namespace count as one endpoint); the others wait without holding a slot.
+    #[arg(long, value_name = "N", default_value_t = crate::controller::limits::DEFAULT_PER_ENDPOINT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_concurrent_reconciles_per_endpoint: usize,
     #[command(flatten)]
     pub allow: AllowArgs,
 }
@@ -174,6 +184,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 tuning: crate::controller::Tuning {
                     max_concurrent_reconciles: args.max_concurrent_reconciles,
                     debounce: std::time::Duration::from_millis(args.reconcile_debounce_ms),
+                    io_deadline: std::time::Duration::from_secs(args.reconcile_io_deadline),
+                    per_endpoint: args.max_concurrent_reconciles_per_endpoint,
                 },
             };
             match runtime().block_on(crate::controller::run(settings)) {

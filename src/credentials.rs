@@ -42,6 +42,16 @@ pub fn read(
             ),
         ));
     };
+    if let Some(owner) = crate::inject::managed_by(&secret.metadata) {
+        return Err(InputProblem::new(
+            "ManagedSecretReferenced",
+            format!(
+                "Secret {ns}/{} is the Secret the operator manages for integration {}; it cannot be the clientSecretRef of an integration (the operator writes it, and a rotation would write into it). Reference the Secret that holds the client secret Value instead; nothing was read from it.",
+                r.name,
+                crate::quote::name(&owner)
+            ),
+        ));
+    }
     // while a rotated value is not yet proven, the previous one stays the one in use
     let rotation = mmi.status.as_ref().and_then(|s| s.rotation.as_ref());
     let key = crate::rotation::key_in_use(&r.key, rotation, |k| secret_value(secret, k).is_some());
@@ -59,7 +69,7 @@ pub fn read(
                 "Secret {ns}/{} has no key {} (it has: {}).",
                 r.name,
                 r.key,
-                keys.join(", ")
+                crate::quote::list(&keys, ", ")
             ),
         ));
     };

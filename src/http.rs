@@ -3,7 +3,7 @@
 //! no redirects (a redirect from a login or API endpoint is an answer, not a detour).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Called after every outbound HTTP exchange: which endpoint or action, the HTTP status (or
 /// 0 when none came back), and how long it took. Feeds the latency histograms.
@@ -18,6 +18,39 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Microsoft and NocoBase clients (one connection pool, one TLS configuration).
 pub fn default_client(ca_bundle_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
     client(CONNECT_TIMEOUT, REQUEST_TIMEOUT, ca_bundle_pem)
+}
+
+tokio::task_local! {
+    /// When the external I/O of the reconcile running in this task must be done by.
+    static IO_DEADLINE: Instant;
+}
+
+/// Runs `f` with a budget for all of its external I/O together (Microsoft, Graph,
+/// NocoBase): every request sent inside is cut at the budget's end, and waits between
+/// retries stop there. A reconcile that talks to a slow endpoint ends within the budget
+/// and records what it learned (a timeout) instead of holding its slot for minutes.
+pub async fn with_io_deadline<F: std::future::Future>(budget: Duration, f: F) -> F::Output {
+    IO_DEADLINE.scope(Instant::now() + budget, f).await
+}
+
+/// Time left for external I/O in this task; `None` outside [`with_io_deadline`].
+pub fn io_time_left() -> Option<Duration> {
+    IO_DEADLINE
+        .try_with(|d| d.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// `req` with its timeout cut to what is left of the task's I/O budget (never longer
+/// than `request_timeout`, the client's own timeout for one request).
+pub fn within_deadline(
+    req: reqwest::RequestBuilder,
+    request_timeout: Duration,
+) -> reqwest::RequestBuilder {
+    match io_time_left() {
+        // a spent budget still sends nothing useful: the shortest timeout fails at once
+        Some(left) => req.timeout(left.min(request_timeout).max(Duration::from_millis(1))),
+        None => req,
+    }
 }
 
 /// Largest response body read from Microsoft or NocoBase. Every real answer is a few KiB

@@ -16,10 +16,15 @@ use serde_json::{Value, json};
 use crate::api::{MicrosoftMailIntegration, Rollout, Target};
 
 mod owners;
-pub use owners::orphaned_containers;
+pub use owners::{
+    field_manager, is_operator_manager, legacy_release, managed_by, orphaned_containers, owned_by,
+};
 
-/// Field manager for every write the operator makes.
+/// Field manager of the writes to objects that belong to one integration alone (its
+/// status, its managed Secret), and of every write before per-integration managers
+/// (objects it still owns are migrated, see [`owners::legacy_release`]).
 pub const FIELD_MANAGER: &str = "nocobase-mail-operator";
+
 /// Pod-template annotation holding the validated configuration's fingerprint.
 pub const FINGERPRINT_ANNOTATION: &str = "nocobase-mail-operator.dev/config-fingerprint";
 /// Label on the managed Secret naming its integration.
@@ -121,6 +126,9 @@ pub struct Plan {
     pub up_to_date: bool,
     /// `OnChange` when any target selecting the Deployment asks for it.
     pub rollout: Rollout,
+    /// The shared manager of earlier versions still owns fields here: they are handed
+    /// over to the integration's own manager with this apply ([`owners::legacy_release`]).
+    pub legacy_owner: bool,
 }
 
 fn env_entries(target: &Target, secret: &str) -> Vec<EnvVar> {
@@ -183,8 +191,8 @@ fn selected_containers(
             reason: "ContainerNotFound",
             message: format!(
                 "Deployment {name} has no container named {} (it has: {}).",
-                missing.join(", "),
-                present.join(", ")
+                crate::quote::list(&missing, ", "),
+                crate::quote::list(present, ", ")
             ),
         });
     }
@@ -308,6 +316,7 @@ pub fn plan_merged(
         containers: wanted.into_keys().collect(),
         patch,
         up_to_date,
+        legacy_owner: owners::has_manager(dep, FIELD_MANAGER),
         rollout: if on_change {
             Rollout::OnChange
         } else {
@@ -354,18 +363,16 @@ pub fn plan_targets(
     (plans, problems)
 }
 
-/// The existing Deployments that may hold the operator's fields: those injected before
-/// and those targeted now, sorted.
-pub fn holding(
-    previously: &[String],
-    targets: &[Target],
-    deployments: &[Deployment],
-) -> Vec<String> {
+/// The existing Deployments holding this integration's fields: those its status says it
+/// injected, and those where its own field `manager` holds fields (an apply whose status
+/// write was lost), sorted. A Deployment it merely targets, served by another
+/// integration, is not among them.
+pub fn holding(previously: &[String], manager: &str, deployments: &[Deployment]) -> Vec<String> {
     let mut names: Vec<String> = deployments
         .iter()
         .filter(|d| {
             let name = d.metadata.name.as_deref().unwrap_or_default();
-            previously.iter().any(|p| p == name) || targets.iter().any(|t| selects(t, d))
+            previously.iter().any(|p| p == name) || owners::owned_by(d, manager)
         })
         .filter_map(|d| d.metadata.name.clone())
         .collect();

@@ -21,6 +21,7 @@
 //! - [`cli`]: the command line.
 //! - [`mailsettings`]: the email manager's own settings: pure plan and the write sequence.
 //! - [`appreg`]: the pure check of the app registration for the email manager.
+//! - [`quote`]: bounds on the names, lists and messages quoted into status and Events.
 
 pub mod allow;
 pub mod api;
@@ -41,6 +42,7 @@ pub mod input;
 pub mod mailsettings;
 pub mod microsoft;
 pub mod nocobase;
+pub mod quote;
 pub mod rbac;
 pub mod render;
 pub mod rotation;

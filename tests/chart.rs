@@ -374,6 +374,8 @@ fn deployment_defaults_image_args_and_env() {
             "--allowed-graph-hosts=graph.microsoft.com,graph.microsoft.us,microsoftgraph.chinacloudapi.cn",
             "--allowed-nocobase-urls=*.svc,*.svc.cluster.local",
             "--max-concurrent-reconciles=16",
+            "--max-concurrent-reconciles-per-endpoint=4",
+            "--reconcile-io-deadline=60",
         ]
     );
     let env = r.env();
@@ -404,7 +406,16 @@ fn deployment_defaults_image_args_and_env() {
         "logLevel=debug",
         "--set",
         "maxConcurrentReconciles=64",
+        "--set",
+        "maxConcurrentReconcilesPerEndpoint=2",
+        "--set",
+        "reconcileIoDeadlineSeconds=30",
     ]);
+    assert!(
+        r.args()
+            .contains(&"--max-concurrent-reconciles-per-endpoint=2")
+    );
+    assert!(r.args().contains(&"--reconcile-io-deadline=30"));
     assert!(r.container()["image"].as_str().unwrap().ends_with(":dev"));
     assert!(r.args().contains(&"--log-format=text"));
     assert!(r.args().contains(&"--max-concurrent-reconciles=64"));

@@ -59,6 +59,9 @@ impl W {
     /// Plans, "does" the step with `report`, and keeps the recorded status, as the
     /// reconciler does; the status goes through JSON like a real status write.
     fn step(&mut self, report: Option<Report>) -> Transition {
+        // as the controller does before planning: note when this approval was first seen
+        let (approved, now) = (self.approved.clone(), self.now);
+        observe_approval(&mut self.st, approved.as_deref(), now);
         let step = self.plan();
         let t = record(&self.inputs(), &step, report);
         let json = serde_json::to_value(&t.status).unwrap();
@@ -461,6 +464,58 @@ fn an_unconfirmable_mail_settings_field_waits_for_approval() {
     w.approved = Some(w.now.to_string());
     w.step(Some(Report::Delivery(d)));
     assert_eq!(w.st.phase, RotationPhase::Retiring);
+}
+
+/// `retire-approved-at` counts only when its time has come, it is not older than the
+/// delivery, and the operator saw that value only after delivery began: a table over the
+/// approval's time and when it was set, with the clock fixed.
+#[test]
+fn an_approval_counts_only_when_seen_after_delivery_and_not_in_the_future() {
+    let d = Delivery {
+        mail_settings: None,
+        ..all_delivered()
+    };
+    let year = SignedDuration::from_hours(24 * 365);
+    let minute = SignedDuration::from_mins(1);
+    // (set before delivery began?, approval time relative to delivery start, expected phase)
+    let cases = [
+        (false, SignedDuration::ZERO, RotationPhase::Retiring),
+        (false, minute, RotationPhase::Delivering), // ahead of the clock
+        (false, year, RotationPhase::Delivering),   // a year ahead, as in the report
+        (false, -minute, RotationPhase::Delivering), // older than the delivery
+        (true, SignedDuration::ZERO, RotationPhase::Delivering), // set in advance
+        (true, year, RotationPhase::Delivering),
+    ];
+    for (in_advance, offset, want) in cases {
+        let mut w = at_phase(RotationPhase::Validating);
+        let since = w.now + minute;
+        if in_advance {
+            w.approved = Some((since + offset).to_string());
+            w.step(None); // a reconcile while validating sees it
+        }
+        w.advance(minute);
+        w.step(Some(Report::Accepted));
+        assert_eq!(w.st.phase, RotationPhase::Delivering);
+        w.step(Some(Report::Delivery(d.clone())));
+        if !in_advance {
+            w.approved = Some((since + offset).to_string());
+        }
+        w.step(Some(Report::Delivery(d.clone())));
+        assert_eq!(w.st.phase, want, "in advance {in_advance}, offset {offset}");
+    }
+}
+
+/// A rotation request dated ahead starts nothing until its time; then it does.
+#[test]
+fn a_request_in_the_future_waits_for_its_time() {
+    let mut w = W::new();
+    w.expires = Some(w.now + SignedDuration::from_hours(24 * 300));
+    w.step(None);
+    let ahead = w.now + SignedDuration::from_hours(1);
+    w.requested = Some(ahead.to_string());
+    assert_eq!(w.plan(), Step::Wait(Some(ahead)));
+    w.advance(SignedDuration::from_hours(1));
+    assert_eq!(w.plan(), Step::Begin);
 }
 
 #[test]

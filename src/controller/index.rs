@@ -25,6 +25,20 @@ struct Refs {
     deployments: Vec<String>,
     /// Its selector targets.
     selectors: Vec<LabelSelector>,
+    /// The app registration it validates against (client ID, lower case) and where its
+    /// client secret is.
+    client: SecretUse,
+}
+
+/// Where an integration's client secret is, for an app registration: what a rotation of
+/// that registration must look at before it removes a credential.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretUse {
+    pub client_id: String,
+    pub namespace: String,
+    pub integration: String,
+    pub secret: String,
+    pub key: String,
 }
 
 impl Refs {
@@ -54,10 +68,18 @@ impl Refs {
             .filter(|t| t.deployment_name.is_none())
             .filter_map(|t| t.deployment_selector.clone())
             .collect();
+        let client = SecretUse {
+            client_id: m.spec.client_id.trim().to_ascii_lowercase(),
+            namespace: m.metadata.namespace.clone().unwrap_or_default(),
+            integration: m.metadata.name.clone().unwrap_or_default(),
+            secret: m.spec.client_secret_ref.name.clone(),
+            key: m.spec.client_secret_ref.key.clone(),
+        };
         Refs {
             secrets,
             deployments,
             selectors,
+            client,
         }
     }
 }
@@ -72,6 +94,8 @@ struct Namespace {
     deployments: HashMap<String, BTreeSet<String>>,
     /// Integrations with at least one selector target (few, in practice).
     selecting: BTreeSet<String>,
+    /// Client ID (lower case) -> integrations validating against that app registration.
+    clients: HashMap<String, BTreeSet<String>>,
 }
 
 impl Namespace {
@@ -87,6 +111,11 @@ impl Namespace {
         if !refs.selectors.is_empty() {
             self.selecting.insert(name.to_owned());
         }
+        let set = self
+            .clients
+            .entry(refs.client.client_id.clone())
+            .or_default();
+        set.insert(name.to_owned());
         self.integrations.insert(name.to_owned(), refs);
     }
 
@@ -106,6 +135,10 @@ impl Namespace {
         };
         forget(&mut self.secrets, &old.secrets);
         forget(&mut self.deployments, &old.deployments);
+        forget(
+            &mut self.clients,
+            std::slice::from_ref(&old.client.client_id),
+        );
         self.selecting.remove(name);
     }
 }
@@ -169,6 +202,19 @@ impl Index {
         let readers = entry.secrets.get(name).into_iter().flatten();
         let owner = managed_by.filter(|o| entry.integrations.contains_key(*o));
         refs(ns, readers.map(String::as_str).chain(owner).collect())
+    }
+
+    /// Every integration (all namespaces of this index) validating against the app
+    /// registration `client_id`, with where its client secret is.
+    pub fn for_client(&self, client_id: &str) -> Vec<SecretUse> {
+        let id = client_id.trim().to_ascii_lowercase();
+        let mut out = vec![];
+        for entry in self.namespaces.values() {
+            for name in entry.clients.get(&id).into_iter().flatten() {
+                out.extend(entry.integrations.get(name).map(|r| r.client.clone()));
+            }
+        }
+        out
     }
 
     /// Integrations affected by a change of Deployment `ns/name` with these labels: those
@@ -235,6 +281,36 @@ impl IndexFeed {
 
     pub fn index(&self) -> &Index {
         &self.current
+    }
+}
+
+/// The indexes of every controller `run` started (one per `--namespace`), so that a
+/// question about all watched namespaces (who else uses this app registration?) is
+/// answered from all of them.
+#[derive(Debug, Default)]
+pub struct Indexes {
+    feeds: Mutex<Vec<std::sync::Arc<Mutex<IndexFeed>>>>,
+}
+
+impl Indexes {
+    /// Adds one controller's index.
+    pub fn register(&self, feed: std::sync::Arc<Mutex<IndexFeed>>) {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(feed);
+    }
+
+    /// [`Index::for_client`] over every registered index.
+    pub fn for_client(&self, client_id: &str) -> Vec<SecretUse> {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        feeds
+            .iter()
+            .flat_map(|f| {
+                let feed = f.lock().unwrap_or_else(|e| e.into_inner());
+                feed.index().for_client(client_id)
+            })
+            .collect()
     }
 }
 

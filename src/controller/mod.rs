@@ -3,8 +3,10 @@
 //! /metrics, /healthz and /readyz; elects a leader through a Lease.
 
 pub mod backoff;
+pub mod cache;
 pub mod events;
 pub mod index;
+pub mod limits;
 mod mail;
 pub mod reconcile;
 pub mod rotate;
@@ -57,13 +59,32 @@ pub struct Settings {
 /// credentials (shorter for an integration whose `validation.interval` is shorter).
 pub const VALIDATION_CACHE_TTL: Duration = Duration::from_secs(300);
 
-/// Builds the shared context.
+/// Builds the shared context with the default [`limits::Limits`].
 pub fn context(
     client: Client,
     metrics: Arc<Metrics>,
     ca_bundle_pem: Option<Vec<u8>>,
     instance: String,
     allow: crate::allow::AllowList,
+) -> Result<Arc<Context>, String> {
+    context_with(
+        client,
+        metrics,
+        ca_bundle_pem,
+        instance,
+        allow,
+        Default::default(),
+    )
+}
+
+/// Builds the shared context.
+pub fn context_with(
+    client: Client,
+    metrics: Arc<Metrics>,
+    ca_bundle_pem: Option<Vec<u8>>,
+    instance: String,
+    allow: crate::allow::AllowList,
+    limits: limits::Limits,
 ) -> Result<Arc<Context>, String> {
     // One outbound client for Microsoft and NocoBase: one pool, one TLS configuration.
     let http = crate::http::default_client(ca_bundle_pem.as_deref())?;
@@ -95,30 +116,12 @@ pub fn context(
         own_writes: OwnWrites::default(),
         error_backoff: Default::default(),
         allow,
+        limits,
+        indexes: Default::default(),
     }))
 }
 
-/// How many reconciles run at once when `--max-concurrent-reconciles` is not given: enough
-/// to keep the API server and Microsoft busy on a 2-core node, few enough that a cold start
-/// of 10,000 integrations does not hold 10,000 in-flight reconciles (and their memory).
-pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 16;
-
-/// The controller's work queue: how many reconciles at once, and how long a burst of
-/// triggers for one integration is merged before it is reconciled.
-#[derive(Clone, Copy, Debug)]
-pub struct Tuning {
-    pub max_concurrent_reconciles: u16,
-    pub debounce: Duration,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
-            debounce: Duration::ZERO,
-        }
-    }
-}
+pub use limits::{DEFAULT_MAX_CONCURRENT_RECONCILES, Tuning};
 
 type Triggers = Vec<ObjectRef<MicrosoftMailIntegration>>;
 
@@ -171,19 +174,6 @@ fn deployment_triggers(
     static NONE: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     let labels = d.metadata.labels.as_ref().unwrap_or(&NONE);
     index.for_deployment(ns, name, labels)
-}
-
-/// What of an integration is kept in the cache: everything but `managedFields` and
-/// kubectl's copy of the last applied object, which the operator never reads and which
-/// are often larger than the rest.
-fn strip(m: &mut MicrosoftMailIntegration) {
-    m.metadata.managed_fields = None;
-    if let Some(a) = m.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-        if a.is_empty() {
-            m.metadata.annotations = None;
-        }
-    }
 }
 
 /// Changes of an integration worth a reconcile: its spec (generation), the annotations the
@@ -272,12 +262,13 @@ pub async fn run_controller_with(
     };
     let wc = || watcher::Config::default().any_semantic();
     let index = Arc::new(Mutex::new(IndexFeed::default()));
+    ctx.indexes.register(Arc::clone(&index));
     let (store, writer) = reflector::store();
     let integrations = {
         let index = Arc::clone(&index);
         watcher(mmis, wc())
             .default_backoff()
-            .modify(strip)
+            .modify(cache::strip)
             .reflect(writer)
             .inspect_ok(move |ev| lock(&index).feed(ev))
             .applied_objects()
@@ -381,12 +372,13 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     })?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let ctx = context(
+    let ctx = context_with(
         client.clone(),
         Arc::clone(&metrics),
         settings.ca_bundle_pem.clone(),
         settings.identity.clone(),
         settings.allow.clone(),
+        limits::Limits::new(settings.tuning.io_deadline, settings.tuning.per_endpoint),
     )?;
     let servers = start_servers(&settings, &metrics, &ready).await?;
 

@@ -11,7 +11,7 @@ pub mod nocobase;
 pub mod record;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::backoff::ErrorBackoff;
 use super::index::OwnWrites;
@@ -55,6 +55,10 @@ pub struct Context {
     pub allow: crate::allow::AllowList,
     /// What the operator's own writes produced, so their watch echoes trigger nothing.
     pub own_writes: OwnWrites,
+    /// The I/O budget of a reconcile and the reconciles allowed at once per endpoint.
+    pub limits: super::limits::Limits,
+    /// Every controller's index, for questions about all watched namespaces.
+    pub indexes: super::index::Indexes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,25 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let name = mmi.name_any();
+    // an endpoint already busy with its share of reconciles: no I/O now, and no slot held
+    // while waiting for it (other endpoints' integrations keep theirs)
+    let key = super::limits::endpoint_key(&mmi);
+    let Some(_permit) = ctx.limits.try_acquire(key.clone()) else {
+        let jitter = Duration::from_millis(rand::random_range(0..1000));
+        debug!(namespace = %ns, name = %name, endpoint = key.as_deref(), "endpoint busy; reconciling a moment later");
+        return Ok(Action::requeue(super::limits::BUSY_RETRY + jitter));
+    };
+    let budget = ctx.limits.io_deadline;
+    crate::http::with_io_deadline(budget, reconcile_now(mmi, ctx, ns, name)).await
+}
+
+/// One reconcile, within its I/O budget and its endpoint's limit.
+async fn reconcile_now(
+    mmi: Arc<MicrosoftMailIntegration>,
+    ctx: Arc<Context>,
+    ns: String,
+    name: String,
+) -> Result<Action, Error> {
     let span = info_span!("reconcile", namespace = %ns, name = %name);
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
@@ -272,10 +295,13 @@ async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action
     let deployments = Api::namespaced(ctx.client.clone(), &ns);
     let all = execute::targeted_deployments(mmi, ctx).await?;
     // only Deployments that exist: a deleted one (or a namespace being deleted) has
-    // nothing left to give back, and must never hold the deletion up
-    let names = inject::holding(&actions::injected_before(mmi), &mmi.spec.targets, &all);
+    // nothing left to give back, and must never hold the deletion up; and only those this
+    // integration injected (status says so, or its own field manager holds fields there):
+    // a target another integration serves is never touched
+    let manager = inject::field_manager(&ns, &mmi.name_any());
+    let names = inject::holding(&actions::injected_before(mmi), &manager, &all);
     for n in &names {
-        execute::release(&deployments, n, &ctx.own_writes).await?;
+        execute::release(&deployments, mmi, n, &ctx.own_writes).await?;
     }
     ctx.metrics.remove_integration(&ns, &mmi.name_any());
     info!(namespace = %ns, name = mmi.name_any(), released = names.len(), "integration deleted; Deployments restored");

@@ -318,11 +318,17 @@ fn summarize(
     } else {
         format!(
             " Deployment(s) {} received the configuration before and were deleted since.",
-            disappeared.join(", ")
+            crate::quote::list(&disappeared, ", ")
         )
     };
     if let Some(first) = problems.first() {
-        let message: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        // one sentence per problem, at most the first few (a selector may match hundreds)
+        let shown = problems.iter().take(crate::quote::MAX_LISTED);
+        let mut message: Vec<String> = shown.map(|p| p.message.clone()).collect();
+        if problems.len() > crate::quote::MAX_LISTED {
+            let more = problems.len() - crate::quote::MAX_LISTED;
+            message.push(format!("And {more} more problem(s)."));
+        }
         return InjectionReport {
             status: ConditionStatus::False,
             reason: first.reason.into(),
@@ -342,7 +348,7 @@ fn summarize(
         reason: "Injected".into(),
         message: format!(
             "The validated configuration is in Deployment(s) {} through Secret {}.{manual}{note}{gone}",
-            names.join(", "),
+            crate::quote::list(&names, ", "),
             inject::managed_secret_name(&mmi.name_any()),
         ),
         injected,

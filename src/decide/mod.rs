@@ -12,6 +12,7 @@
 //!   NocoBase and the email manager's settings; [`cleanup`] for a deletion.
 
 pub mod actions;
+pub mod bounds;
 pub mod cleanup;
 pub mod conditions;
 pub mod events;

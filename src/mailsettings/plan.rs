@@ -77,11 +77,12 @@ pub fn field_fingerprint(
     )
 }
 
+/// The collection's fields as quoted: NocoBase chooses them, so the first few and a count.
 fn listed(names: &[String]) -> String {
     if names.is_empty() {
         "none".into()
     } else {
-        names.join(", ")
+        crate::quote::list(names, ", ")
     }
 }
 
@@ -131,11 +132,7 @@ fn unknown(
         message: format!(
             "the collection {} has no field {} (named in spec.nocobase.mailSettings.{what}); its fields are: {} ({source}). Map the fields to these names; nothing was written",
             s.collection,
-            names
-                .iter()
-                .map(|n| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            crate::quote::list(names, ", "),
             listed(known)
         ),
     }

@@ -92,7 +92,8 @@ impl MicrosoftClient {
                 break (verdict, token);
             }
             let wait = self.backoff(attempt, verdict.retry_after);
-            if started.elapsed().saturating_add(wait) >= self.opts.deadline {
+            let budget_spent = crate::http::io_time_left().is_some_and(|left| left <= wait);
+            if budget_spent || started.elapsed().saturating_add(wait) >= self.opts.deadline {
                 break (verdict, token);
             }
             tracing::debug!(
@@ -148,6 +149,11 @@ impl MicrosoftClient {
         &self.http
     }
 
+    /// `req` cut to the reconcile's I/O budget ([`crate::http::within_deadline`]).
+    pub(crate) fn bounded(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        crate::http::within_deadline(req, self.opts.request_timeout)
+    }
+
     pub(crate) fn observe(&self, endpoint: &'static str, status: u16, took: Duration) {
         if let Some(o) = &self.opts.observer {
             o(endpoint, status, took);
@@ -168,7 +174,8 @@ impl MicrosoftClient {
             ("scope", scope.as_str()),
         ];
         let t0 = Instant::now();
-        let resp = match self.http.post(&url).form(&form).send().await {
+        let req = self.bounded(self.http.post(&url).form(&form));
+        let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
                 self.observe("token", 0, t0.elapsed());
@@ -228,7 +235,8 @@ impl MicrosoftClient {
             registration: None,
         };
         let t0 = Instant::now();
-        let resp = match self.http.get(&url).bearer_auth(token).send().await {
+        let req = self.bounded(self.http.get(&url).bearer_auth(token));
+        let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
                 self.observe("graph", 0, t0.elapsed());

@@ -169,7 +169,8 @@ impl<'a> AppGraph<'a> {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), GraphError> {
         let t0 = Instant::now();
-        let resp = req.bearer_auth(self.token.expose_secret()).send().await;
+        let req = self.ms.bounded(req.bearer_auth(self.token.expose_secret()));
+        let resp = req.send().await;
         let resp = resp.map_err(|e| {
             self.ms.observe("graph", 0, t0.elapsed());
             GraphError::new(
@@ -186,9 +187,32 @@ impl<'a> AppGraph<'a> {
             )
         })?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        // capped like every other answer: a Graph host on the allow-list that answers with
+        // hundreds of MiB must not take the operator's memory (the chart's limit is 128 MiB)
+        let body = crate::http::read_capped(resp, crate::http::MAX_BODY_BYTES).await;
         self.ms.observe("graph", status, t0.elapsed());
-        Ok((status, body))
+        match body {
+            Ok(body) => Ok((status, body)),
+            Err(crate::http::BodyError::TooLarge) => Err(GraphError::new(
+                "GraphUnavailable",
+                format!(
+                    "Microsoft Graph answered HTTP {status} with a body larger than 1 MiB, which no Graph answer is; it was not read. Trying again later."
+                ),
+                true,
+            )),
+            Err(crate::http::BodyError::Transport(e)) => Err(GraphError::new(
+                "GraphUnavailable",
+                format!(
+                    "Microsoft Graph could not be reached ({}).",
+                    if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "network error"
+                    }
+                ),
+                true,
+            )),
+        }
     }
 
     /// The app's password credentials (keyId, displayName, hint, dates).

@@ -322,6 +322,8 @@ impl NocoBaseClient {
             match self.list().await {
                 Err(e) if e.reason == reason::NOCOBASE_RESTARTING => {
                     let left = deadline.saturating_duration_since(Instant::now());
+                    // the reconcile's I/O budget ends the wait too
+                    let left = crate::http::io_time_left().map_or(left, |b| b.min(left));
                     if left.is_zero() {
                         return Err(e);
                     }
@@ -386,6 +388,7 @@ impl NocoBaseClient {
             }
             None => &[],
         };
+        let req = crate::http::within_deadline(req, self.request_timeout);
         let t0 = Instant::now();
         let resp = match req.send().await {
             Ok(r) => r,

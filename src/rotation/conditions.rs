@@ -16,7 +16,10 @@ pub fn condition_of(st: &RotationStatus) -> (&'static str, String, String) {
         .unwrap_or_else(|| "No rotation is due yet.".into());
     let status = match (st.phase, reason.as_str()) {
         (RotationPhase::Failed, _) => "False",
-        (_, "ExpiryUnknown" | "InvalidRotationSettings" | "RolloutStuck") => "False",
+        (
+            _,
+            "ExpiryUnknown" | "InvalidRotationSettings" | "RolloutStuck" | "RotationNotPermitted",
+        ) => "False",
         (RotationPhase::Idle, _) if st.last_rotation_time.is_some() => "True",
         _ => "Unknown",
     };

@@ -118,6 +118,10 @@ pub enum Step {
     Retire,
     /// Put the old value back and remove the new credential (it was never delivered).
     Abandon,
+    /// The step due would add or remove a credential without the consent it needs
+    /// ([`consent::guard`]): nothing happens, the phase stays, the message says what to
+    /// annotate.
+    NotPermitted(String),
 }
 
 /// Evidence that the new secret reached every consumer.
@@ -220,9 +224,10 @@ pub fn expiry_in_use(
     }
 }
 
-/// A rotation request newer than the last one handled and the last rotation.
+/// A rotation request newer than the last one handled and the last rotation, and not in
+/// the future (a request dated ahead counts from that time on, not at once).
 pub(crate) fn requested(i: &Inputs<'_>) -> bool {
-    let Some(at) = ts(i.requested_at) else {
+    let Some(at) = ts(i.requested_at).filter(|at| *at <= i.now) else {
         return false;
     };
     let p = i.previous;
@@ -264,6 +269,7 @@ fn plan_start(i: &Inputs<'_>) -> Step {
     if requested(i) {
         return Step::Begin;
     }
+    let ahead = ts(i.requested_at).filter(|at| *at > i.now);
     // the same request would be refused the same way: wait for a new lifetime
     let p = i.previous;
     if p.phase == RotationPhase::Failed
@@ -277,8 +283,40 @@ fn plan_start(i: &Inputs<'_>) -> Step {
     match (due <= i.now, retry) {
         (true, None) => Step::Begin,
         (true, Some(r)) => Step::Wait(Some(r)),
-        (false, _) => Step::Wait(Some(due)),
+        // a request dated ahead is looked at again when its time comes
+        (false, _) => Step::Wait(Some(ahead.map_or(due, |a| a.min(due)))),
     }
+}
+
+/// Remembers when the operator first saw the current `retire-approved-at` value in the
+/// integration it reconciles (the watch's copy): an approval counts only when it was seen
+/// after delivery began, so a value set in advance, or dated ahead, approves nothing.
+pub fn observe_approval(st: &mut RotationStatus, approved_at: Option<&str>, now: Timestamp) {
+    match approved_at {
+        None => {
+            st.approval_seen = None;
+            st.approval_seen_at = None;
+        }
+        Some(v) if st.approval_seen.as_deref() != Some(v) => {
+            st.approval_seen = Some(v.to_owned());
+            st.approval_seen_at = Some(now.to_string());
+        }
+        Some(_) => {}
+    }
+}
+
+/// Whether `retire-approved-at` approves retiring in the phase that began at `since`: its
+/// time is not in the future, not before `since`, and the operator saw this value only
+/// after `since` ([`observe_approval`]).
+pub fn approved(i: &Inputs<'_>, since: Timestamp) -> bool {
+    let Some(at) = ts(i.approved_at) else {
+        return false;
+    };
+    let p = i.previous;
+    let seen = (p.approval_seen.as_deref() == i.approved_at)
+        .then(|| ts(p.approval_seen_at.as_deref()))
+        .flatten();
+    at <= i.now && at >= since && seen.is_some_and(|s| s >= since)
 }
 
 /// Backoff after a failed attempt: 5 min doubling to 6 h.
@@ -306,6 +344,7 @@ pub(crate) fn until(now: Timestamp, at: Timestamp) -> Option<Duration> {
 }
 
 mod conditions;
+pub mod consent;
 mod credentials;
 mod record;
 

@@ -27,6 +27,7 @@ pub fn record(i: &Inputs<'_>, step: &Step, report: Option<Report>) -> Transition
             outcome: None,
         },
         (Step::Blocked(reason, message), _) => blocked(&p, reason, message),
+        (Step::NotPermitted(message), _) => not_permitted(&p, message),
         (Step::Wait(at), _) => keep(at.and_then(|at| until(now, at))),
         (
             _,
@@ -76,6 +77,26 @@ fn blocked(p: &RotationStatus, reason: &str, message: &str) -> Transition {
     }
 }
 
+/// Consent missing: the phase and everything in flight stay as they are; looked at again
+/// when the Secret changes (its watch) or in five minutes (another integration's Secret).
+fn not_permitted(p: &RotationStatus, message: &str) -> Transition {
+    let reason = "RotationNotPermitted";
+    let mut st = p.clone();
+    let first = st.reason.as_deref() != Some(reason) || st.message.as_deref() != Some(message);
+    st.reason = Some(reason.into());
+    st.message = Some(message.into());
+    Transition {
+        status: Some(st),
+        events: if first {
+            vec![event(true, reason, message.into())]
+        } else {
+            vec![]
+        },
+        requeue: secs(300),
+        outcome: None,
+    }
+}
+
 fn begun(i: &Inputs<'_>, attempt_id: String, old_fingerprint: String) -> Transition {
     let p = i.previous;
     let st = RotationStatus {
@@ -97,6 +118,8 @@ fn begun(i: &Inputs<'_>, attempt_id: String, old_fingerprint: String) -> Transit
         // the secret in use may be one a previous rotation created
         current_secret_fingerprint: p.current_secret_fingerprint.clone(),
         current_secret_expires_at: p.current_secret_expires_at.clone(),
+        approval_seen: p.approval_seen.clone(),
+        approval_seen_at: p.approval_seen_at.clone(),
         ..Default::default()
     };
     let why = if requested(i) {
@@ -279,13 +302,16 @@ fn waits(d: &Delivery, approved: bool) -> Vec<(&'static str, String)> {
     if !d.rollouts_pending.is_empty() {
         w.push((
             "AwaitingRollout",
-            format!("rollouts to finish: {}", d.rollouts_pending.join("; ")),
+            format!(
+                "rollouts to finish: {}",
+                crate::quote::sentences(&d.rollouts_pending, "; ", 3)
+            ),
         ));
     }
     if !d.manual_pending.is_empty() && !approved {
         w.push(("AwaitingManualRollout", format!(
             "you to restart the Deployments with rollout Manual (kubectl rollout restart deployment {}), or to approve with `nocobase-mail-operator rotate NAME --approve-retire`",
-            d.manual_pending.join(" ")
+            crate::quote::list(&d.manual_pending, " ")
         )));
     }
     if d.nocobase_synced == Some(false) {
@@ -315,7 +341,7 @@ fn waits(d: &Delivery, approved: bool) -> Vec<(&'static str, String)> {
 fn delivery(i: &Inputs<'_>, d: &Delivery) -> Transition {
     let mut st = i.previous.clone();
     let since = ts(st.phase_since.as_deref()).unwrap_or(i.now);
-    let approved = ts(i.approved_at).is_some_and(|a| a >= since);
+    let approved = super::approved(i, since);
     let w = waits(d, approved);
     if w.is_empty() {
         let s = i.spec.and_then(|s| settings(s).ok());
@@ -388,6 +414,8 @@ fn retired(i: &Inputs<'_>, r: Report) -> Transition {
                 current_secret_expires_at: st.current_secret_expires_at.clone(),
                 old_key_id: removed.clone(),
                 new_key_id: st.new_key_id.clone(),
+                approval_seen: st.approval_seen.clone(),
+                approval_seen_at: st.approval_seen_at.clone(),
                 reason: Some("Rotated".into()),
                 message: Some(format!(
                     "Rotated at {}: {what}{}. The secret in use expires at {}.",

@@ -226,6 +226,8 @@ pub fn test_context(
         error_backoff: Default::default(),
         allow,
         own_writes: Default::default(),
+        limits: Default::default(),
+        indexes: Default::default(),
     })
 }
 

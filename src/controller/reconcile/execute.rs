@@ -44,20 +44,17 @@ pub async fn kubernetes(
     }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     for name in &plan.releases {
-        release(&deployments, name, &ctx.own_writes).await?;
+        release(&deployments, mmi, name, &ctx.own_writes).await?;
     }
     let Targets::Apply { plans, .. } = &plan.targets else {
         return Ok(());
     };
+    let manager = inject::field_manager(&ns, &mmi.name_any());
     for (idx, p) in plans.iter().enumerate() {
-        if p.up_to_date {
+        if p.up_to_date && !p.legacy_owner {
             continue;
         }
-        let pp = PatchParams::apply(FIELD_MANAGER);
-        match deployments
-            .patch(&p.deployment, &pp, &Patch::Apply(&p.patch))
-            .await
-        {
+        match apply_target(&deployments, &manager, p).await {
             Ok(d) => {
                 let rv = d.metadata.resource_version.as_deref();
                 let own = &ctx.own_writes;
@@ -71,20 +68,68 @@ pub async fn kubernetes(
     Ok(())
 }
 
-/// Gives back what the operator owns in a Deployment that was there when listed. An apply
-/// to a missing object is a create (refused: 422 for a Deployment without a spec, 403 in a
-/// terminating namespace), so a failure is checked with a fresh read: a Deployment deleted
-/// meanwhile is released already.
+/// One Deployment's apply as the integration's own field manager. Where the shared
+/// manager of earlier versions still owns the fields, they are handed over first: applied
+/// once more as that manager (as before the upgrade, so no conflict with itself), then as
+/// the integration's manager (equal values: now owned by both), then given up by the
+/// shared one. Nothing is removed on the way; afterwards only this integration's manager
+/// holds its fields, and its release removes them.
+async fn apply_target(
+    deployments: &Api<Deployment>,
+    manager: &str,
+    p: &inject::Plan,
+) -> Result<Deployment, kube::Error> {
+    let apply = |m: &str| PatchParams::apply(m);
+    if p.legacy_owner {
+        deployments
+            .patch(
+                &p.deployment,
+                &apply(FIELD_MANAGER),
+                &Patch::Apply(&p.patch),
+            )
+            .await?;
+    }
+    let applied = deployments
+        .patch(&p.deployment, &apply(manager), &Patch::Apply(&p.patch))
+        .await?;
+    if !p.legacy_owner {
+        return Ok(applied);
+    }
+    let ns = deployments.namespace().unwrap_or_default();
+    let empty = inject::release_patch(ns, &p.deployment);
+    let handed = deployments
+        .patch(&p.deployment, &apply(FIELD_MANAGER), &Patch::Apply(&empty))
+        .await?;
+    info!(deployment = %p.deployment, manager, "fields handed over from the shared field manager");
+    Ok(handed)
+}
+
+/// Gives back what this integration owns in a Deployment that was there when listed: an
+/// empty apply as its own field manager, which removes only the fields no other manager
+/// holds, so another integration's entries stay whatever this one's spec says. Fields the
+/// shared manager of earlier versions still holds are given up too when they can only be
+/// this integration's ([`inject::legacy_release`]). An apply to a missing object is a
+/// create (refused: 422 for a Deployment without a spec, 403 in a terminating namespace),
+/// so a failure is checked with a fresh read: a Deployment deleted meanwhile is released
+/// already.
 pub async fn release(
     deployments: &Api<Deployment>,
+    mmi: &MicrosoftMailIntegration,
     name: &str,
     own: &OwnWrites,
 ) -> Result<(), Error> {
     let ns = deployments.namespace().unwrap_or_default();
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let patched = deployments
-        .patch(name, &pp, &Patch::Apply(&inject::release_patch(ns, name)))
-        .await;
+    let manager = inject::field_manager(ns, &mmi.name_any());
+    let empty = inject::release_patch(ns, name);
+    let pp = PatchParams::apply(&manager);
+    let mut patched = deployments.patch(name, &pp, &Patch::Apply(&empty)).await;
+    let secret = inject::managed_secret_name(&mmi.name_any());
+    if let Ok(d) = &patched
+        && inject::legacy_release(d, &secret)
+    {
+        let pp = PatchParams::apply(FIELD_MANAGER);
+        patched = deployments.patch(name, &pp, &Patch::Apply(&empty)).await;
+    }
     let err = match patched {
         Err(err) => err,
         Ok(d) => {
@@ -155,8 +200,8 @@ pub async fn rotation(
     now: Timestamp,
 ) -> Result<(), Error> {
     let rotated = if allowed {
-        crate::controller::rotate::run(mmi, &ctx.client, ctx.validations.client(), &d.status, now)
-            .await?
+        let ms = ctx.validations.client();
+        crate::controller::rotate::run(mmi, &ctx.client, ms, &ctx.indexes, &d.status, now).await?
     } else {
         crate::rotation::Transition {
             status: mmi.status.as_ref().and_then(|s| s.rotation.clone()),

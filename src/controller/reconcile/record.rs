@@ -20,8 +20,10 @@ pub async fn record(
 ) -> Result<(), Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let name = mmi.name_any();
-    if mmi.status.as_ref() != Some(&d.status) {
-        write_status(mmi, ctx, &d.status).await?;
+    // compared as written: a status cut to its bounds equals the one read back
+    let status = crate::decide::bounds::bounded(&d.status);
+    if mmi.status.as_ref() != Some(&status) {
+        write_status(mmi, ctx, &status).await?;
     }
     publish_events(mmi, ctx, &d.events).await;
     ctx.metrics.set_integration(&ns, &name, &d.status);
@@ -40,7 +42,7 @@ pub async fn write_status(
     let patch = json!({
         "apiVersion": MicrosoftMailIntegration::api_version(&()),
         "kind": MicrosoftMailIntegration::kind(&()),
-        "status": status,
+        "status": crate::decide::bounds::bounded(status),
     });
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(&mmi.name_any(), &pp, &Patch::Apply(&patch))
