@@ -207,7 +207,11 @@ async fn rotate_and_approve_retire_are_acted_on_within_seconds_through_the_watch
     let release = env.release("rot", &app, &[]);
     let mut op = env.run(&release).await;
 
-    env.apply(&user_secret("entra", OLD));
+    // the Secret's owner consents to the integration rotating the credential it holds
+    let mut secret = user_secret("entra", OLD);
+    secret["metadata"]["annotations"] =
+        json!({"nocobase-mail-operator.dev/rotation-allowed-for": "outlook"});
+    env.apply(&secret);
     env.apply(&nocobase_deployment("nocobase"));
     env.apply(&integration(
         "outlook",
