@@ -151,6 +151,20 @@ pub struct AppRegReport {
     pub problems: Vec<(&'static str, String)>,
 }
 
+/// The `register` command that adds what is missing (a re-run adopts the registration by
+/// its client ID and sends only the missing parts).
+pub fn repair_command(public_url: Option<&str>, app: Option<&str>) -> String {
+    let mut cmd =
+        "nocobase-mail-operator register --tenant-id <tenant> --client-id <client ID>".to_owned();
+    if let Some(p) = public_url {
+        cmd.push_str(&format!(" --public-url {}", p.trim().trim_end_matches('/')));
+    }
+    if let Some(a) = app.map(str::trim).filter(|a| !a.is_empty()) {
+        cmd.push_str(&format!(" --nocobase-app {a}"));
+    }
+    cmd
+}
+
 /// What the registration lacks, in the order an administrator fixes it. `uris` and
 /// `audience` come from Graph; `missing` from the permission audit.
 pub fn problems(
@@ -164,8 +178,9 @@ pub fn problems(
         out.push((
             reason::REDIRECT_URI_MISSING,
             format!(
-                "the Web redirect URI {want} is not registered (registered Web URIs: {}): add it in App registrations > your app > Authentication > Add a platform > Web > Redirect URIs",
-                if uris.is_empty() { "none".to_owned() } else { crate::quote::list(uris, ", ") }
+                "the Web redirect URI {want} is not registered (registered Web URIs: {}): add it in App registrations > your app > Authentication > Add a platform > Web > Redirect URIs, or run `{}`",
+                if uris.is_empty() { "none".to_owned() } else { crate::quote::list(uris, ", ") },
+                repair_command(nb.public_url.as_deref(), nb.app.as_deref())
             ),
         ));
     }
@@ -173,7 +188,8 @@ pub fn problems(
         out.push((
             reason::SINGLE_TENANT_AUDIENCE,
             format!(
-                "signInAudience is {SINGLE_TENANT} (this organization only), but the email manager's settings have no tenant field: in Authentication > Supported account types choose \"Accounts in any organizational directory and personal Microsoft accounts\" (signInAudience AzureADandPersonalMicrosoftAccount)"
+                "signInAudience is {SINGLE_TENANT} (this organization only), but the email manager's settings have no tenant field: in Authentication > Supported account types choose \"Accounts in any organizational directory and personal Microsoft accounts\" (signInAudience AzureADandPersonalMicrosoftAccount), or run `{}`",
+                repair_command(nb.public_url.as_deref(), nb.app.as_deref())
             ),
         ));
     }
@@ -181,8 +197,9 @@ pub fn problems(
         out.push((
             reason::DELEGATED_PERMISSION_MISSING,
             format!(
-                "the delegated Microsoft Graph permissions {} are missing: add them in API permissions > Add a permission > Microsoft Graph > Delegated permissions",
-                missing.join(", ")
+                "the delegated Microsoft Graph permissions {} are missing: add them in API permissions > Add a permission > Microsoft Graph > Delegated permissions, or run `{}`",
+                missing.join(", "),
+                repair_command(nb.public_url.as_deref(), nb.app.as_deref())
             ),
         ));
     }
@@ -208,8 +225,9 @@ pub fn assess(nb: &NocoBaseSync, verdict: Option<&LastValidation>) -> AppRegRepo
         return unknown(
             reason::REGISTRATION_UNREADABLE,
             format!(
-                "The app registration could not be read from Microsoft Graph, so the redirect URI, audience and permissions are not checked ({}). Grant the app the Application.Read.All application permission with admin consent, or check them in the portal yourself.",
-                last.expiry_note.as_deref().unwrap_or("no detail")
+                "The app registration could not be read from Microsoft Graph, so the redirect URI, audience and permissions are not checked ({}). Grant the app the Application.Read.All application permission with admin consent (`{} --with-expiry-discovery` does it), or check them in the portal yourself.",
+                last.expiry_note.as_deref().unwrap_or("no detail"),
+                repair_command(nb.public_url.as_deref(), nb.app.as_deref())
             ),
         );
     };

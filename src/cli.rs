@@ -1,4 +1,4 @@
-//! Command line: `run`, `check`, `render`, `crd`.
+//! Command line: `run`, `check`, `register`, `render`, `crd`, `rotate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,15 @@ pub enum Command {
     /// managed Secret (values redacted), from YAML files. Exit 1 when a target or
     /// container is missing or in conflict.
     Render(RenderArgs),
+    /// Do the portal's app registration for the email manager through Microsoft Graph
+    /// (sign-in with a device code): application, delegated permissions, redirect URI,
+    /// service principal and client secret, then the Secret and the MicrosoftMailIntegration
+    /// into the cluster (or as YAML). A re-run adds only what is missing.
+    ///
+    /// Exit status: 0 done, 1 refused or declined, 2 invalid input, 3 Microsoft unavailable
+    /// or the new credentials not accepted in time, 4 done but an optional grant was
+    /// refused, 5 the cluster could not store the result.
+    Register(Box<crate::register::RegisterArgs>),
     /// Print the CustomResourceDefinition YAML (what `kubectl apply -f crds/` installs).
     Crd,
     /// Ask the operator to rotate an integration's client secret now (sets the annotation
@@ -195,6 +204,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Register(args) => {
+            crate::telemetry::init_cli_logging();
+            runtime().block_on(crate::register::run(*args))
         }
         Command::Rotate(args) => {
             crate::telemetry::init_cli_logging();

@@ -153,7 +153,7 @@ pub fn is_env_name(s: &str) -> bool {
         && bytes.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-fn check_tenant(tenant: &str) -> Result<String, InputProblem> {
+pub fn check_tenant(tenant: &str) -> Result<String, InputProblem> {
     let t = tenant.trim();
     if ["common", "organizations", "consumers"]
         .iter()
@@ -178,7 +178,7 @@ fn check_tenant(tenant: &str) -> Result<String, InputProblem> {
     Ok(t.to_owned())
 }
 
-fn check_client_id(client_id: &str) -> Result<String, InputProblem> {
+pub fn check_client_id(client_id: &str) -> Result<String, InputProblem> {
     let c = client_id.trim();
     if !is_guid(c) {
         return Err(InputProblem::new(

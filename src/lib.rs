@@ -44,6 +44,7 @@ pub mod microsoft;
 pub mod nocobase;
 pub mod quote;
 pub mod rbac;
+pub mod register;
 pub mod render;
 pub mod rotation;
 pub mod telemetry;

@@ -108,7 +108,7 @@ fn service_unavailable(status: u16) -> Verdict {
 }
 
 /// Microsoft's own sentence, without the `Trace ID: ... Timestamp: ...` tail.
-fn microsoft_sentence(b: &TokenErrorBody) -> String {
+pub(crate) fn microsoft_sentence(b: &TokenErrorBody) -> String {
     let d = b
         .error_description
         .as_deref()

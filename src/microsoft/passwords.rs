@@ -73,8 +73,9 @@ struct AddedBody {
     secret_text: Option<String>,
 }
 
-/// What a failed Graph answer means (pure).
-pub fn classify(status: u16, body: &[u8]) -> GraphError {
+/// Graph's error `code` and its own sentence, bounded (it names a policy or a
+/// permission, never a secret); empty when the body is not a Graph error.
+pub fn error_parts(body: &[u8]) -> (String, String) {
     let parsed = serde_json::from_slice::<ErrorBody>(body)
         .ok()
         .map(|b| b.error);
@@ -82,13 +83,42 @@ pub fn classify(status: u16, body: &[u8]) -> GraphError {
         .as_ref()
         .and_then(|e| e.code.clone())
         .unwrap_or_default();
-    // Graph's own sentence, bounded: it names a policy or a permission, never a secret
     let said: String = parsed
         .and_then(|e| e.message)
         .unwrap_or_default()
         .chars()
-        .take(300)
+        .take(crate::http::MAX_QUOTED_CHARS)
         .collect();
+    (code, said)
+}
+
+/// Reads `addPassword`'s answer (pure); `end` when Graph echoes no `endDateTime`.
+pub fn new_password(bytes: &[u8], end: &str) -> Result<NewPassword, GraphError> {
+    let added: AddedBody = serde_json::from_slice(bytes).map_err(|_| {
+        GraphError::new(
+            "GraphRefused",
+            "Microsoft Graph's addPassword answer could not be read.".into(),
+            false,
+        )
+    })?;
+    match (added.key_id, added.secret_text) {
+        (Some(key_id), Some(secret)) if !secret.is_empty() => Ok(NewPassword {
+            key_id,
+            hint: added.hint.unwrap_or_default(),
+            end_date_time: added.end_date_time.unwrap_or_else(|| end.to_owned()),
+            secret: SecretString::from(secret),
+        }),
+        _ => Err(GraphError::new(
+            "GraphRefused",
+            "Microsoft Graph's addPassword answer has no keyId or secretText.".into(),
+            false,
+        )),
+    }
+}
+
+/// What a failed Graph answer means (pure).
+pub fn classify(status: u16, body: &[u8]) -> GraphError {
+    let (code, said) = error_parts(body);
     match status {
         403 => GraphError::new(
             "NotOwner",
@@ -251,26 +281,7 @@ impl<'a> AppGraph<'a> {
         if status != 200 {
             return Err(classify(status, &bytes));
         }
-        let added: AddedBody = serde_json::from_slice(&bytes).map_err(|_| {
-            GraphError::new(
-                "GraphRefused",
-                "Microsoft Graph's addPassword answer could not be read.".into(),
-                false,
-            )
-        })?;
-        match (added.key_id, added.secret_text) {
-            (Some(key_id), Some(secret)) if !secret.is_empty() => Ok(NewPassword {
-                key_id,
-                hint: added.hint.unwrap_or_default(),
-                end_date_time: added.end_date_time.unwrap_or_else(|| end.to_string()),
-                secret: SecretString::from(secret),
-            }),
-            _ => Err(GraphError::new(
-                "GraphRefused",
-                "Microsoft Graph's addPassword answer has no keyId or secretText.".into(),
-                false,
-            )),
-        }
+        new_password(&bytes, &end.to_string())
     }
 
     /// `removePassword`. A credential already gone counts as removed.

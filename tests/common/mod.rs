@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 pub mod entra;
+pub mod entra_tenant;
 pub mod fake_api;
 pub mod harness;
 pub mod logs;
