@@ -213,6 +213,7 @@ impl RegisterArgs {
         Ok(Some(crate::appreg::required_redirect_uri(
             p,
             self.nocobase_app.as_deref(),
+            None,
         )))
     }
 
