@@ -7,25 +7,23 @@
 //! target Deployment each. `OPERATOR_BENCH_SIZES=1000,10000` and
 //! `OPERATOR_BENCH_TARGETS=none|one|both` narrow it; `OPERATOR_BENCH_QUIET=20` sets the
 //! quiet window in seconds; `OPERATOR_BENCH_ARGS` adds flags to `run`;
-//! `OPERATOR_BENCH_BIN` runs another build of the operator (to compare two versions). Under `cargo test`
+//! `OPERATOR_BIN` runs another build of the operator (to compare two versions). Under `cargo test`
 //! (no `--bench`) it runs a 20-integration smoke round with the test-profile binary.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
 use common::harness::MMI_AV;
+use common::operator_process::{self as process, Credentials, OperatorProcess as Operator};
 use common::{Emulator, TENANT, json_response};
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 100;
 const CREDENTIALS: usize = 10;
-/// Ticks per second of utime/stime in /proc/PID/stat (USER_HZ, 100 on Linux).
-const CLK_TCK: f64 = 100.0;
 
 /// Distinct client secret Values, shaped like the portal's (hint `Q~x`, as in the Graph
 /// fixture, so the expiry is found).
@@ -48,157 +46,24 @@ struct Figures {
     cpu_quiet: f64,
 }
 
-struct Operator {
-    child: tokio::process::Child,
-    pid: u32,
-    base: String,
+/// Ready integrations according to the operator's own gauge.
+async fn ready_gauge(op: &Operator) -> usize {
+    op.get("/metrics").await.map_or(0, |m| {
+        m.lines()
+            .filter(|l| l.starts_with("nocobase_mail_ready{") && l.ends_with(" 1"))
+            .count()
+    })
 }
 
-impl Operator {
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // fields after the command name (which may hold spaces): utime is the 12th, stime the 13th
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<f64> = rest
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(0.0))
-            .collect();
-        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / CLK_TCK
-    }
-
-    fn status_kib(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    async fn get(&self, path: &str) -> Option<String> {
-        let r = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        r.text().await.ok()
-    }
-
-    /// Ready integrations according to the operator's own gauge.
-    async fn ready_gauge(&self) -> usize {
-        self.get("/metrics").await.map_or(0, |m| {
-            m.lines()
-                .filter(|l| l.starts_with("nocobase_mail_ready{") && l.ends_with(" 1"))
-                .count()
-        })
-    }
-
-    async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Serves the fake over plain HTTP, the way an API server answers kube clients.
-async fn serve_fake(api: FakeApi) -> u16 {
-    use axum::body::Body;
-    use tower::Service;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
-        let mut api = api.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .unwrap_or_default();
-            let req = http::Request::from_parts(parts, kube::client::Body::from(bytes));
-            let resp = api.call(req).await.unwrap();
-            resp.map(Body::new)
-        }
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
-}
-
-fn kubeconfig(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-         clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
-         users: [{{name: fake, user: {{}}}}]\n\
-         contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: default}}}}]\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Starts the operator binary; its log goes to `log` (JSON lines at info, as the chart runs it).
+/// Starts the operator binary (`OPERATOR_BIN` runs another build); its log goes to `log`
+/// (JSON lines at info, as the chart runs it).
 fn start_operator(kubeconfig: &Path, log: &Path, emu: &str) -> Operator {
-    let port = free_port();
-    let built = env!("CARGO_BIN_EXE_nocobase-mail-operator").to_owned();
-    let bin = std::env::var("OPERATOR_BENCH_BIN").unwrap_or(built);
-    let bin = bin.as_str();
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--no-leader-election".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--log-format".into(),
-        "json".into(),
-    ];
-    // the emulator's address must be allowed where the operator restricts Microsoft hosts
-    let help = std::process::Command::new(bin)
-        .args(["run", "--help"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    // allow-list entries are host:port, without the scheme
-    let host_port = common::host_port(emu);
-    for flag in ["--allowed-authority-hosts", "--allowed-graph-hosts"] {
-        if help.contains(flag) {
-            args.push(format!("{flag}={host_port}"));
-        }
-    }
+    let mut args = process::run_args();
+    args.extend(process::allow_microsoft(emu));
     if let Ok(extra) = std::env::var("OPERATOR_BENCH_ARGS") {
         args.extend(extra.split_whitespace().map(str::to_owned));
     }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = tokio::process::Command::new(bin)
-        .args(&args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("operator binary");
-    let pid = child.id().unwrap();
-    Operator {
-        child,
-        pid,
-        base: format!("http://127.0.0.1:{port}"),
-    }
+    Operator::start(kubeconfig, &args, &[("RUST_LOG", "info")], log)
 }
 
 /// The API objects: 10 credential Secrets per namespace, the integrations, and with
@@ -302,7 +167,7 @@ async fn restart(env: &Env, n: usize, wait: Duration) -> (Operator, Figures) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f.wall_until_synced = started.elapsed().as_secs_f64();
-    while op.ready_gauge().await < n {
+    while ready_gauge(&op).await < n {
         assert!(started.elapsed() < LIMIT, "not all Ready after {LIMIT:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -331,9 +196,9 @@ async fn environment(n: usize, targets: bool) -> Env {
         .await;
     seed(&api, &emu.uri(), n, targets);
     api.clear_requests();
-    let port = serve_fake(api.clone()).await;
+    let server = process::serve_fake(api.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), port);
+    let kubeconfig = process::kubeconfig(dir.path(), &server, &Credentials::default());
     let log = std::env::temp_dir().join(format!(
         "operator-bench-{n}-{}.log",
         if targets { "targets" } else { "plain" }
@@ -394,18 +259,18 @@ fn print(n: usize, targets: bool, first: &Figures, again: &Figures, scrape_cpu: 
 async fn scrape_cost(op: &Operator) -> f64 {
     let cpu0 = op.cpu_seconds();
     for _ in 0..10 {
-        op.ready_gauge().await;
+        ready_gauge(op).await;
     }
     (op.cpu_seconds() - cpu0) / 10.0
 }
 
 async fn scenario(n: usize, targets: bool, wait: Duration) {
     let env = environment(n, targets).await;
-    let (op, first) = first_start(&env, n, wait).await;
-    op.stop().await;
-    let (op, again) = restart(&env, n, wait).await;
+    let (mut op, first) = first_start(&env, n, wait).await;
+    op.stop();
+    let (mut op, again) = restart(&env, n, wait).await;
     let scrape = scrape_cost(&op).await;
-    op.stop().await;
+    op.stop();
     print(n, targets, &first, &again, scrape);
     assert_eq!(again.writes_total, 0, "a restart writes nothing");
     assert_eq!(again.microsoft_calls, 0, "a restart asks Microsoft nothing");

@@ -18,6 +18,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# promtool (Debian package prometheus) for the alert-rule tests (tests/monitoring.rs)
+if ! command -v promtool >/dev/null; then
+  echo "== installing promtool (Debian package prometheus)"
+  apt-get update -qq -o DPkg::Lock::Timeout=600
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
+    --no-install-recommends prometheus >/dev/null
+fi
+
 REAL=scripts/real-nocobase.sh
 KUBE=scripts/real-kube.sh
 LOG=$(mktemp -t real-nocobase.XXXXXX.log)

@@ -73,6 +73,12 @@ pub struct RunArgs {
     /// sidecar); /metrics names every integration's namespace and name.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
+    /// Labels of each integration copied onto its per-integration series, so that alerts
+    /// can be routed to whoever owns it: `KEY` or `KEY=PROMETHEUS_LABEL` (for keys that are
+    /// not Prometheus label names), comma-separated, at most 8. Values are cut at 63
+    /// characters; an integration without the label gets an empty (absent) value.
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub metrics_integration_labels: Vec<String>,
     /// Run without leader election (local runs, a single replica).
     #[arg(long)]
     pub no_leader_election: bool,
@@ -181,7 +187,14 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(a) => a,
                 Err(e) => return usage_error(&e),
             };
+            let owner_labels =
+                match crate::telemetry::owner::parse_owner_labels(&args.metrics_integration_labels)
+                {
+                    Ok(o) => o,
+                    Err(e) => return usage_error(&e),
+                };
             let settings = crate::controller::Settings {
+                owner_labels,
                 namespaces: args.namespaces,
                 listen: args.listen,
                 metrics_listen: args.metrics_listen,

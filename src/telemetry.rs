@@ -1,10 +1,15 @@
 //! Logging (tracing, text or JSON) and Prometheus metrics.
 
-use std::sync::Arc;
+mod labels;
+pub mod owner;
+
+pub use labels::*;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,6 +18,7 @@ use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 use crate::api::MicrosoftMailIntegrationStatus;
+use owner::OwnerLabel;
 
 /// Logs for one-shot commands: warnings and errors on stderr, `RUST_LOG` overrides.
 pub fn init_cli_logging() {
@@ -37,37 +43,6 @@ pub fn init_controller_logging(json: bool) {
     } else {
         b.try_init()
     };
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IntegrationLabels {
-    pub namespace: String,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ValidationLabels {
-    pub outcome: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub endpoint: String,
-    pub status: String,
-}
-
-/// Labels of a NocoBase request: the action (`environmentVariables:list`, `app:refresh`,
-/// ...) and the HTTP status (`error` when none came back).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NocoBaseRequestLabels {
-    pub operation: String,
-    pub status: String,
 }
 
 /// The `status` label of a request: the HTTP status, or `error` when none came back (0).
@@ -96,10 +71,23 @@ pub struct Metrics {
     pub rotations: Family<OutcomeLabels, Counter>,
     pub last_rotation: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     pub rotation_failing_since: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    pub ready_reason: Family<ReasonLabels, Gauge>,
+    pub nocobase_synced: Family<IntegrationLabels, Gauge>,
+    pub mail_settings_synced: Family<IntegrationLabels, Gauge>,
+    /// The integration labels copied onto the series (`--metrics-integration-labels`).
+    owner_labels: Vec<OwnerLabel>,
+    published: Mutex<HashMap<(String, String), Published>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl Metrics {
+    /// The metrics, with `owner_labels` copied from each integration onto its series.
+    pub fn new(owner_labels: Vec<OwnerLabel>) -> Self {
         let mut registry = Registry::with_prefix("nocobase_mail");
         let secret_expiry = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -147,8 +135,14 @@ impl Default for Metrics {
             reconcile_duration.clone(),
         );
         let (rotations, last_rotation, rotation_failing_since) = rotation_metrics(&mut registry);
+        let (ready_reason, nocobase_synced, mail_settings_synced) = state_metrics(&mut registry);
         Self {
             registry,
+            ready_reason,
+            nocobase_synced,
+            mail_settings_synced,
+            owner_labels,
+            published: Mutex::default(),
             rotations,
             last_rotation,
             rotation_failing_since,
@@ -198,6 +192,36 @@ type RotationMetrics = (
     Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
 );
+
+type StateFamilies = (
+    Family<ReasonLabels, Gauge>,
+    Family<IntegrationLabels, Gauge>,
+    Family<IntegrationLabels, Gauge>,
+);
+
+/// The per-integration state a dashboard groups by: the Ready reason, and whether NocoBase
+/// holds the validated values (absent where the integration does not write there).
+fn state_metrics(registry: &mut Registry) -> StateFamilies {
+    let ready_reason = Family::<ReasonLabels, Gauge>::default();
+    registry.register(
+        "ready_reason",
+        "1 for the integration's Ready reason (Ready when it is Ready)",
+        ready_reason.clone(),
+    );
+    let nocobase_synced = Family::<IntegrationLabels, Gauge>::default();
+    registry.register(
+        "nocobase_synced",
+        "1 when NocoBase's Variables and secrets hold the validated values (NocoBaseSynced), else 0; absent without spec.nocobase",
+        nocobase_synced.clone(),
+    );
+    let mail_settings_synced = Family::<IntegrationLabels, Gauge>::default();
+    registry.register(
+        "mail_settings_synced",
+        "1 when the email manager's settings hold the validated values (MailSettingsSynced), else 0; absent without spec.nocobase.mailSettings",
+        mail_settings_synced.clone(),
+    );
+    (ready_reason, nocobase_synced, mail_settings_synced)
+}
 
 /// The rotation metrics: outcomes, last success and failing-since per integration.
 fn rotation_metrics(registry: &mut Registry) -> RotationMetrics {
@@ -252,30 +276,66 @@ impl Metrics {
         )
     }
 
-    /// Publishes one integration's state.
+    /// Publishes one integration's state; `labels` are the integration's own labels, from
+    /// which the owner labels are copied.
     pub fn set_integration(
         &self,
         namespace: &str,
         name: &str,
+        labels: &BTreeMap<String, String>,
         status: &MicrosoftMailIntegrationStatus,
     ) {
         let l = IntegrationLabels {
             namespace: namespace.into(),
             name: name.into(),
+            owner: owner::owner_values(&self.owner_labels, labels),
         };
         let cond = |t: &str| {
             status
                 .conditions
                 .iter()
                 .find(|c| c.type_ == t)
-                .is_some_and(|c| c.status == "True")
+                .map(|c| (c.status == "True", c.reason.clone()))
         };
+        let ready = cond(crate::api::condition::READY);
+        self.republish(&l, ready.as_ref().map(|(_, r)| r.clone()));
+        let is_true = |c: Option<(bool, String)>| c.is_some_and(|(t, _)| t);
         self.credentials_valid
             .get_or_create(&l)
-            .set(cond(crate::api::condition::CREDENTIALS_VALID) as i64);
+            .set(is_true(cond(crate::api::condition::CREDENTIALS_VALID)) as i64);
         self.ready
             .get_or_create(&l)
-            .set(cond(crate::api::condition::READY) as i64);
+            .set(is_true(ready.clone()) as i64);
+        if let Some((_, reason)) = ready {
+            self.ready_reason
+                .get_or_create(&ReasonLabels {
+                    integration: l.clone(),
+                    reason,
+                })
+                .set(1);
+        }
+        let optional =
+            |family: &Family<IntegrationLabels, Gauge>, c: Option<(bool, String)>| match c {
+                Some((t, _)) => {
+                    family.get_or_create(&l).set(t as i64);
+                }
+                None => {
+                    family.remove(&l);
+                }
+            };
+        optional(
+            &self.nocobase_synced,
+            cond(crate::api::condition::NOCOBASE_SYNCED),
+        );
+        optional(
+            &self.mail_settings_synced,
+            cond(crate::api::condition::MAIL_SETTINGS_SYNCED),
+        );
+        self.set_times(&l, status);
+    }
+
+    /// The instants: expiry, last decisive validation, rotation.
+    fn set_times(&self, l: &IntegrationLabels, status: &MicrosoftMailIntegrationStatus) {
         match status
             .secret_expiry
             .as_ref()
@@ -284,22 +344,74 @@ impl Metrics {
         {
             Some(t) => {
                 self.secret_expiry
-                    .get_or_create(&l)
+                    .get_or_create(l)
                     .set(t.as_second() as f64);
             }
             None => {
-                self.secret_expiry.remove(&l);
+                self.secret_expiry.remove(l);
             }
         }
-        self.set_rotation(&l, status);
+        self.set_rotation(l, status);
         if let Some(t) = status
             .last_validation
             .as_ref()
             .and_then(|v| v.time.parse::<jiff::Timestamp>().ok())
         {
             self.last_decisive
-                .get_or_create(&l)
+                .get_or_create(l)
                 .set(t.as_second() as f64);
+        }
+    }
+
+    /// Records what the integration's series are published with now, and removes the
+    /// series of what they were published with before when that differs (owner labels
+    /// edited, another Ready reason), so no stale series stays behind.
+    fn republish(&self, l: &IntegrationLabels, ready_reason: Option<String>) {
+        let now = Published {
+            labels: l.clone(),
+            ready_reason,
+        };
+        let key = (l.namespace.clone(), l.name.clone());
+        let before = self
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, now.clone());
+        match before {
+            Some(b) if b.labels != now.labels => self.remove_series(&b),
+            Some(b) if b.ready_reason != now.ready_reason => {
+                if let Some(reason) = b.ready_reason {
+                    self.ready_reason.remove(&ReasonLabels {
+                        integration: b.labels,
+                        reason,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn remove_series(&self, p: &Published) {
+        let l = &p.labels;
+        for f in [&self.credentials_valid, &self.ready] {
+            f.remove(l);
+        }
+        for f in [&self.nocobase_synced, &self.mail_settings_synced] {
+            f.remove(l);
+        }
+        for f in [
+            &self.secret_expiry,
+            &self.last_decisive,
+            &self.last_rotation,
+            &self.rotation_failing_since,
+        ] {
+            f.remove(l);
+        }
+        if let Some(reason) = &p.ready_reason {
+            self.ready_reason.remove(&ReasonLabels {
+                integration: l.clone(),
+                reason: reason.clone(),
+            });
         }
     }
 
@@ -337,18 +449,17 @@ impl Metrics {
         }
     }
 
-    /// Forgets a deleted integration.
+    /// Forgets a deleted integration: every series it was published with.
     pub fn remove_integration(&self, namespace: &str, name: &str) {
-        let l = IntegrationLabels {
-            namespace: namespace.into(),
-            name: name.into(),
-        };
-        self.secret_expiry.remove(&l);
-        self.credentials_valid.remove(&l);
-        self.ready.remove(&l);
-        self.last_decisive.remove(&l);
-        self.last_rotation.remove(&l);
-        self.rotation_failing_since.remove(&l);
+        let key = (namespace.to_owned(), name.to_owned());
+        let before = self
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        if let Some(p) = before {
+            self.remove_series(&p);
+        }
     }
 
     /// Prometheus text exposition.

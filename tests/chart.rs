@@ -40,12 +40,13 @@ const OPTIONS: &[&[&str]] = &[
     &["--set", "metrics.bindAddress=127.0.0.1:8081"],
 ];
 
-const ALERTS: [&str; 5] = [
+const ALERTS: [&str; 6] = [
     "NocoBaseMailSecretExpiringSoon",
     "NocoBaseMailSecretExpired",
     "NocoBaseMailCredentialsRejected",
     "NocoBaseMailValidationUnavailable",
     "NocoBaseMailRotationFailing",
+    "NocoBaseMailOperatorAbsent",
 ];
 
 /// helm (`$HELM`, on PATH, or fetched by `scripts/fetch-helm.sh`), offline.
@@ -719,6 +720,10 @@ fn service_monitor_and_prometheus_rule_are_opt_in() {
     for rule in rules {
         let severity = rule["labels"]["severity"].as_str().unwrap();
         assert!(["warning", "critical"].contains(&severity), "{rule}");
+        if rule["alert"] == "NocoBaseMailOperatorAbsent" {
+            // about the operator, not an integration: no namespace or name labels
+            continue;
+        }
         for annotation in ["summary", "description"] {
             let a = rule["annotations"][annotation].as_str().unwrap();
             assert!(
@@ -745,6 +750,14 @@ fn service_monitor_and_prometheus_rule_are_opt_in() {
     assert!(expr(4).contains("nocobase_mail_rotation_failing_since_timestamp_seconds"));
     assert!(expr(4).contains("> 24 * 3600"), "{}", expr(4));
     assert_eq!(rules[4]["labels"]["severity"], "warning");
+    // the operator not scraped (the Service's name is the job under the Prometheus Operator)
+    assert!(
+        expr(5).contains(&format!("absent(up{{job=\"{FULLNAME}\"}} == 1)")),
+        "{}",
+        expr(5)
+    );
+    assert_eq!(rules[5]["for"], "10m");
+    assert_eq!(rules[5]["labels"]["severity"], "critical");
 
     // Thresholds come from values.
     let r = template(&[

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::RwLock;
 
 use common::entra::EntraApp;
-use common::operator_process::{BIN, OperatorProcess};
+use common::operator_process::{OperatorProcess, bin};
 use common::real_kube::*;
 use common::release::Release;
 use common::{CLIENT, TENANT, host_port};
@@ -128,7 +128,7 @@ impl Env {
 
     /// `nocobase-mail-operator ARGS` as a user runs it, with the admin kubeconfig.
     fn cli(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(BIN)
+        let out = std::process::Command::new(bin())
             .args(args)
             .env("KUBECONFIG", &self.kube.kubeconfig)
             .output()

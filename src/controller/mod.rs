@@ -53,6 +53,8 @@ pub struct Settings {
     /// Hosts a credential may be sent to (`--allowed-*`).
     pub allow: crate::allow::AllowList,
     pub tuning: Tuning,
+    /// Integration labels copied onto its series (`--metrics-integration-labels`).
+    pub owner_labels: Vec<crate::telemetry::owner::OwnerLabel>,
 }
 
 /// The longest a definitive answer from Microsoft is shared by integrations with identical
@@ -176,7 +178,8 @@ fn deployment_triggers(
     index.for_deployment(ns, name, labels)
 }
 
-/// Changes of an integration worth a reconcile: its spec (generation), the annotations the
+/// Changes of an integration worth a reconcile: its spec (generation), its labels (the
+/// owner labels of its series), the annotations the
 /// operator reads (`rotate` and `rotate --approve-retire` change only those, and
 /// annotations do not bump the generation), its finalizers, a deletion. A change of status
 /// alone is the echo of the operator's own status write, whose result the reconcile that
@@ -189,6 +192,7 @@ fn relevant(m: &MicrosoftMailIntegration) -> Option<u64> {
     for key in crate::api::annotation::READ {
         annotations.and_then(|a| a.get(key)).hash(&mut h);
     }
+    m.metadata.labels.hash(&mut h);
     m.metadata.finalizers.hash(&mut h);
     m.metadata.deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())
@@ -370,7 +374,14 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     let client = Client::try_default().await.map_err(|e| {
         format!("cannot connect to Kubernetes (in-cluster config or KUBECONFIG): {e}")
     })?;
-    let metrics = Arc::new(Metrics::default());
+    let _ = cache::LABELS_READ.set(
+        settings
+            .owner_labels
+            .iter()
+            .map(|o| o.key.clone())
+            .collect(),
+    );
+    let metrics = Arc::new(Metrics::new(settings.owner_labels.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let ctx = context_with(
         client.clone(),

@@ -7,7 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_nocobase-mail-operator");
+use super::fake_api::FakeApi;
+
+/// Ticks per second of utime/stime in /proc/PID/stat (USER_HZ, 100 on Linux).
+const CLK_TCK: f64 = 100.0;
+
+/// The binary under test: the one cargo built for this test run, or `OPERATOR_BIN` (a
+/// release build, or another version to compare with).
+pub fn bin() -> String {
+    std::env::var("OPERATOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_nocobase-mail-operator").to_owned())
+}
 
 /// A free loopback port (bound and released: good enough for a test's own server).
 pub fn free_port() -> u16 {
@@ -15,6 +25,79 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// Serves the fake over plain HTTP, the way an API server answers kube clients; returns
+/// the server's base URL for a kubeconfig.
+pub async fn serve_fake(api: FakeApi) -> String {
+    use axum::body::Body;
+    use tower::Service;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
+        let mut api = api.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let req = http::Request::from_parts(parts, kube::client::Body::from(bytes));
+            let resp = api.call(req).await.unwrap();
+            resp.map(Body::new)
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Who the kubeconfig signs in as, and whom the server's certificate is checked against.
+#[derive(Default, Clone)]
+pub struct Credentials {
+    /// A bearer token (a ServiceAccount's, or the admin token of a test server).
+    pub token: Option<String>,
+    /// The CA that signed the server's certificate (https servers).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Writes a kubeconfig for `server` into `dir` and returns its path.
+pub fn kubeconfig(dir: &Path, server: &str, creds: &Credentials) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let ca = creds
+        .ca_file
+        .as_ref()
+        .map(|f| format!(", certificate-authority: '{}'", f.display()))
+        .unwrap_or_default();
+    let user = creds
+        .token
+        .as_ref()
+        .map(|t| format!("{{token: '{t}'}}"))
+        .unwrap_or_else(|| "{}".into());
+    let text = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+         clusters: [{{name: test, cluster: {{server: '{server}'{ca}}}}}]\n\
+         users: [{{name: test, user: {user}}}]\n\
+         contexts: [{{name: test, context: {{cluster: test, user: test, namespace: default}}}}]\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The `--allowed-authority-hosts` and `--allowed-graph-hosts` flags for an emulator at
+/// `uri` (entries are host:port, without the scheme).
+pub fn allow_microsoft(uri: &str) -> Vec<String> {
+    let host_port = super::host_port(uri);
+    ["--allowed-authority-hosts", "--allowed-graph-hosts"]
+        .iter()
+        .map(|flag| format!("{flag}={host_port}"))
+        .collect()
+}
+
+/// `run` as the chart runs it, without leader election, logging JSON lines: the start of
+/// the arguments of a test's operator.
+pub fn run_args() -> Vec<String> {
+    ["run", "--no-leader-election", "--log-format", "json"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 pub struct OperatorProcess {
@@ -35,7 +118,7 @@ impl OperatorProcess {
             .append(true)
             .open(log)
             .expect("the operator's log file");
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(args)
             .arg(format!("--listen={listen}"))
             .env("KUBECONFIG", kubeconfig)
@@ -87,6 +170,42 @@ impl OperatorProcess {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// GET on the operator's own server; `None` unless it answers 2xx.
+    pub async fn get(&self, path: &str) -> Option<String> {
+        let r = reqwest::get(format!("http://{}{path}", self.listen))
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.text().await.ok()
+    }
+
+    /// utime + stime of the process so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // fields after the command name (which may hold spaces): utime is the 12th, stime the 13th
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
+        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / CLK_TCK
+    }
+
+    /// A field of /proc/PID/status in KiB (`VmRSS:`, `VmHWM:`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// SIGTERM, then up to 10 s for a clean exit (SIGKILL after that).

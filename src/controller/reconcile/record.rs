@@ -26,7 +26,8 @@ pub async fn record(
         write_status(mmi, ctx, &status).await?;
     }
     publish_events(mmi, ctx, &d.events).await;
-    ctx.metrics.set_integration(&ns, &name, &d.status);
+    ctx.metrics
+        .set_integration(&ns, &name, mmi.labels(), &d.status);
     Ok(())
 }
 
