@@ -9,9 +9,13 @@
 //!
 //! Entries match the URL's host and port as written, like `NO_PROXY` entries, with no DNS
 //! resolution (a name that resolves to a private address is matched by its name; an
-//! address is matched as an address). Forms: `login.microsoftonline.com` (that host, any
-//! port), `*.svc` or `.svc` (any host ending with `.svc`), `host:port` and `*.svc:13000`
-//! (that port only), `127.0.0.1:8080`, `[::1]:8080`.
+//! address is matched as an address). Forms: `login.microsoftonline.com` (that host on the
+//! scheme's default port, 443 for https), `*.svc` or `.svc` (any host ending with `.svc`),
+//! `host:port` and `*.svc:13000` (that port), `host:*` (any port), `127.0.0.1:8080`,
+//! `[::1]:8080`. A label `{namespace}` stands for the integration's own namespace, so
+//! `*.{namespace}.svc:*` (the NocoBase default) matches the Services of the integration's
+//! namespace only: an author cannot point the operator, and the namespace's API key, at a
+//! Service of another namespace.
 
 use std::fmt;
 
@@ -32,8 +36,13 @@ pub const DEFAULT_GRAPH_HOSTS: &[&str] = &[
     "graph.microsoft.us",
     "microsoftgraph.chinacloudapi.cn",
 ];
-/// In-cluster Service names, where NocoBase's Service normally is.
-pub const DEFAULT_NOCOBASE_HOSTS: &[&str] = &["*.svc", "*.svc.cluster.local"];
+/// The Services of the integration's own namespace, on any port: where NocoBase's Service
+/// normally is. A Service of another namespace needs an entry of the administrator's.
+pub const DEFAULT_NOCOBASE_HOSTS: &[&str] =
+    &["*.{namespace}.svc:*", "*.{namespace}.svc.cluster.local:*"];
+
+/// The label of an entry that stands for the integration's namespace.
+pub const NAMESPACE_LABEL: &str = "{namespace}";
 
 /// Names of the Kubernetes API server's own Service: a wildcard such as `*.svc` never
 /// matches them (only an exact entry does), so a NocoBase API key is not sent there.
@@ -78,19 +87,31 @@ impl Endpoint {
     }
 }
 
+/// Which ports an entry matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ports {
+    /// No port written: the scheme's default port (443, or 80 for http), as a URL without
+    /// a port means; so `login.microsoftonline.com` does not admit `:1`.
+    SchemeDefault,
+    /// `:*`.
+    Any,
+    One(u16),
+}
+
 /// One allow-list entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPattern {
     /// `*.suffix`: any host ending with `.suffix`.
     wildcard: bool,
-    /// Lower case, as the URL parser writes hosts (IPv6 in brackets).
+    /// Lower case, as the URL parser writes hosts (IPv6 in brackets); may hold the label
+    /// [`NAMESPACE_LABEL`].
     host: String,
-    /// `None`: any port.
-    port: Option<u16>,
+    ports: Ports,
 }
 
 impl HostPattern {
-    /// Parses `host`, `*.suffix`, `.suffix`, `host:port`, `[v6]:port`.
+    /// Parses `host`, `*.suffix`, `.suffix`, `host:port`, `host:*`, `[v6]:port`, with
+    /// `{namespace}` as a whole label of a name.
     pub fn parse(entry: &str) -> Result<Self, String> {
         let e = entry.trim().to_ascii_lowercase();
         let bad = |why: &str| format!("allow-list entry {entry:?} {why}");
@@ -106,18 +127,21 @@ impl HostPattern {
             Some(r) => (true, r),
             None => (false, e.as_str()),
         };
-        let (host, port) = split_port(rest).map_err(|w| bad(&w))?;
-        if wildcard {
+        let (host, ports) = split_port(rest).map_err(|w| bad(&w))?;
+        if wildcard || host.contains(NAMESPACE_LABEL) {
             let labels_ok = host.split('.').all(|l| {
-                !l.is_empty() && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                l == NAMESPACE_LABEL
+                    || (!l.is_empty() && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
             });
             if !labels_ok {
-                return Err(bad("has a wildcard suffix that is not a DNS name"));
+                return Err(bad(
+                    "is not a DNS name ({namespace} may only stand as a whole label)",
+                ));
             }
             return Ok(Self {
                 wildcard,
                 host: host.to_owned(),
-                port,
+                ports,
             });
         }
         if host.contains('*') {
@@ -132,47 +156,73 @@ impl HostPattern {
         Ok(Self {
             wildcard,
             host: host.trim_end_matches('.').to_owned(),
-            port,
+            ports,
         })
     }
 
-    /// Whether a URL's host (as the URL parser writes it) and port match this entry.
-    pub fn matches(&self, host: &str, port: u16) -> bool {
+    /// Whether a URL's scheme, host (as the URL parser writes it) and port match this
+    /// entry, for an integration in `namespace` (`None`: no integration, so an entry naming
+    /// `{namespace}` matches nothing).
+    pub fn matches(&self, scheme: &str, host: &str, port: u16, namespace: Option<&str>) -> bool {
+        let own;
+        let pattern = if self.host.contains(NAMESPACE_LABEL) {
+            let Some(ns) = namespace.filter(|n| !n.is_empty()) else {
+                return false;
+            };
+            own = self.host.replace(NAMESPACE_LABEL, ns);
+            own.as_str()
+        } else {
+            self.host.as_str()
+        };
         let host = host.trim_end_matches('.');
         let host_ok = if self.wildcard {
-            host.len() > self.host.len() + 1
-                && host.ends_with(&self.host)
-                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+            host.len() > pattern.len() + 1
+                && host.ends_with(pattern)
+                && host.as_bytes()[host.len() - pattern.len() - 1] == b'.'
                 && !API_SERVER_NAMES.contains(&host)
         } else {
-            host == self.host
+            host == pattern
         };
-        host_ok && self.port.is_none_or(|p| p == port)
+        let port_ok = match self.ports {
+            Ports::Any => true,
+            Ports::One(p) => p == port,
+            Ports::SchemeDefault => {
+                url::Url::parse(&format!("{scheme}://x/"))
+                    .ok()
+                    .and_then(|u| u.port_or_known_default())
+                    == Some(port)
+            }
+        };
+        host_ok && port_ok
     }
 }
 
-/// `host[:port]` or `[v6][:port]`; a bare IPv6 address has no port.
-fn split_port(s: &str) -> Result<(&str, Option<u16>), String> {
+/// `host[:port]` or `[v6][:port]`, port `*` for any; a bare IPv6 address has no port.
+fn split_port(s: &str) -> Result<(&str, Ports), String> {
     let parse_port = |p: &str| {
+        if p == "*" {
+            return Ok(Ports::Any);
+        }
         p.parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
+            .map(Ports::One)
             .ok_or_else(|| format!("has an invalid port {p:?}"))
     };
     if s.starts_with('[') {
         let end = s.find(']').ok_or("has an unclosed [")?;
         let (host, rest) = s.split_at(end + 1);
         return match rest.strip_prefix(':') {
-            Some(p) => Ok((host, Some(parse_port(p)?))),
-            None if rest.is_empty() => Ok((host, None)),
+            Some(p) => Ok((host, parse_port(p)?)),
+            None if rest.is_empty() => Ok((host, Ports::SchemeDefault)),
             None => Err("has text after the IPv6 address".into()),
         };
     }
     match s.split_once(':') {
-        Some((h, p)) if !p.contains(':') => Ok((h, Some(parse_port(p)?))),
+        Some((h, p)) if !p.contains(':') => Ok((h, parse_port(p)?)),
         // several colons: a bare IPv6 address, written with brackets as URLs hold it
         Some(_) => Err("is a bare IPv6 address: write it in brackets, [::1] or [::1]:8080".into()),
-        None => Ok((s, None)),
+        None => Ok((s, Ports::SchemeDefault)),
     }
 }
 
@@ -182,19 +232,30 @@ impl fmt::Display for HostPattern {
             f.write_str("*.")?;
         }
         f.write_str(&self.host)?;
-        match self.port {
-            Some(p) => write!(f, ":{p}"),
-            None => Ok(()),
+        match self.ports {
+            Ports::One(p) => write!(f, ":{p}"),
+            Ports::Any => f.write_str(":*"),
+            Ports::SchemeDefault => Ok(()),
         }
     }
 }
 
-/// The three lists the controller enforces.
+/// Reason of the `MailSettingsSynced` condition for a collection outside
+/// `--allowed-mail-collections`.
+pub const COLLECTION_NOT_ALLOWED: &str = "CollectionNotAllowed";
+
+/// Where the controller may send a value: the three host lists, the NocoBase collections
+/// the client secret may be written into, and whether unverified credentials may reach a
+/// Deployment at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowList {
     authority: Vec<HostPattern>,
     graph: Vec<HostPattern>,
     nocobase: Vec<HostPattern>,
+    /// `--allowed-mail-collections`: `spec.nocobase.mailSettings.collection` must be one.
+    mail_collections: Vec<String>,
+    /// `--allow-inject-unverified`: whether `spec.injectUnverified` is honoured.
+    inject_unverified: bool,
 }
 
 impl Default for AllowList {
@@ -209,6 +270,8 @@ impl Default for AllowList {
             authority: parse(DEFAULT_AUTHORITY_HOSTS),
             graph: parse(DEFAULT_GRAPH_HOSTS),
             nocobase: parse(DEFAULT_NOCOBASE_HOSTS),
+            mail_collections: vec![crate::api::DEFAULT_MAIL_COLLECTION.to_owned()],
+            inject_unverified: false,
         }
     }
 }
@@ -231,6 +294,52 @@ impl AllowList {
             authority: parse(authority, d.authority)?,
             graph: parse(graph, d.graph)?,
             nocobase: parse(nocobase, d.nocobase)?,
+            ..d
+        })
+    }
+
+    /// The collections the email manager's settings may be written into (an empty list
+    /// keeps the default, the email manager's own `mailSettings`).
+    pub fn with_mail_collections(mut self, collections: &[String]) -> Result<Self, String> {
+        let given: Vec<String> = collections.iter().map(|c| c.trim().to_owned()).collect();
+        if let Some(bad) = given.iter().find(|c| !crate::nocobase::valid_collection(c)) {
+            return Err(format!(
+                "--allowed-mail-collections entry {bad:?} is not a NocoBase collection name (letters, digits and _, not starting with a digit)"
+            ));
+        }
+        if !given.is_empty() {
+            self.mail_collections = given;
+        }
+        Ok(self)
+    }
+
+    /// Whether `spec.injectUnverified` is honoured (`--allow-inject-unverified`).
+    pub fn with_inject_unverified(mut self, allowed: bool) -> Self {
+        self.inject_unverified = allowed;
+        self
+    }
+
+    pub fn inject_unverified(&self) -> bool {
+        self.inject_unverified
+    }
+
+    pub fn mail_collections(&self) -> &[String] {
+        &self.mail_collections
+    }
+
+    /// Whether the client secret may be written into `collection`; otherwise a
+    /// `CollectionNotAllowed` problem naming the flag. Checked before any request.
+    pub fn check_mail_collection(&self, collection: &str) -> Result<(), InputProblem> {
+        if self.mail_collections.iter().any(|c| c == collection) {
+            return Ok(());
+        }
+        Err(InputProblem {
+            reason: COLLECTION_NOT_ALLOWED,
+            message: format!(
+                "spec.nocobase.mailSettings.collection {} is not among the collections this operator writes credentials into ({}). Nothing was sent. An administrator of the operator can allow it with --allowed-mail-collections (Helm value allowedMailCollections).",
+                crate::quote::name(collection),
+                crate::quote::list(&self.mail_collections, ", ")
+            ),
         })
     }
 
@@ -250,10 +359,22 @@ impl AllowList {
             .collect()
     }
 
-    /// Whether the operator may send a request to `url` for `endpoint`: its host and port
-    /// match an entry, and it is `https://`, or `http://` to a listed in-cluster Service
-    /// name or loopback address. Otherwise a `HostNotAllowed` problem naming the flag.
+    /// [`Self::check_in`] outside any integration (`check`, `register`): entries naming
+    /// `{namespace}` match nothing.
     pub fn check(&self, endpoint: Endpoint, url: &str) -> Result<(), InputProblem> {
+        self.check_in(endpoint, url, None)
+    }
+
+    /// Whether the operator may send a request to `url` for `endpoint`, for an integration
+    /// in `namespace`: its host and port match an entry, and it is `https://`, or `http://`
+    /// to a listed in-cluster Service name or loopback address. Otherwise a
+    /// `HostNotAllowed` problem naming the flag.
+    pub fn check_in(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        namespace: Option<&str>,
+    ) -> Result<(), InputProblem> {
         let refuse = |why: String| InputProblem {
             reason: HOST_NOT_ALLOWED,
             message: format!(
@@ -275,9 +396,17 @@ impl AllowList {
                 "{field} '{shown}' is not an http(s) URL with a host."
             )));
         };
-        if !self.list(endpoint).iter().any(|p| p.matches(&host, port)) {
+        let listed = self.list(endpoint);
+        if !listed
+            .iter()
+            .any(|p| p.matches(&scheme, &host, port, namespace))
+        {
+            let ns_note = namespace
+                .filter(|_| listed.iter().any(|p| p.host.contains(NAMESPACE_LABEL)))
+                .map(|ns| format!(" ({{namespace}} is this integration's namespace, {ns})"))
+                .unwrap_or_default();
             return Err(refuse(format!(
-                "{field} '{shown}' (host {host}, port {port}) is not in the operator's allow-list {} = {}.",
+                "{field} '{shown}' (host {host}, port {port}) is not in the operator's allow-list {} = {}{ns_note}.",
                 endpoint.flag(),
                 self.entries(endpoint).join(",")
             )));

@@ -263,6 +263,13 @@ pub struct NocoBaseSync {
     #[serde(default)]
     pub variables: VariableNames,
 
+    /// Let the operator overwrite variables of these names that exist in NocoBase and that
+    /// it did not create (off by default: such a variable may be somebody else's, and the
+    /// sync stops with reason VariableExists). Adopted variables are kept up to date but
+    /// never deleted by a cleanup.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_existing: bool,
+
     /// On deletion of the integration, delete the operator's own variables from NocoBase
     /// (off by default: nothing in NocoBase is ever deleted unless asked).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

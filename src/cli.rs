@@ -113,12 +113,32 @@ pub struct RunArgs {
     pub max_concurrent_reconciles_per_endpoint: usize,
     #[command(flatten)]
     pub allow: AllowArgs,
+    /// NocoBase collections the email manager's settings (spec.nocobase.mailSettings) may
+    /// be written into, comma-separated [default: mailSettings, the email manager's own].
+    #[arg(long, value_name = "COLLECTIONS", value_delimiter = ',')]
+    pub allowed_mail_collections: Vec<String>,
+    /// Honour spec.injectUnverified: inject credentials Microsoft has not confirmed while it
+    /// cannot be reached (off: such integrations wait for Microsoft, with reason
+    /// InjectUnverifiedNotAllowed).
+    #[arg(long)]
+    pub allow_inject_unverified: bool,
+}
+
+impl RunArgs {
+    /// Everything `run` enforces about where a value may go.
+    pub fn allow_list(&self) -> Result<crate::allow::AllowList, String> {
+        Ok(self
+            .allow
+            .to_allow_list()?
+            .with_mail_collections(&self.allowed_mail_collections)?
+            .with_inject_unverified(self.allow_inject_unverified))
+    }
 }
 
 /// Where the operator may send credentials: host patterns matched against each URL's host
-/// and port as written (no DNS), like NO_PROXY entries: `login.microsoftonline.com`,
-/// `*.svc`, `host:port`, `[::1]:8080`. Comma-separated or repeated; a given list replaces
-/// the default. http:// is accepted only for listed in-cluster Service names and loopback.
+/// and port as written (no DNS), like NO_PROXY entries: `login.microsoftonline.com` (its
+/// scheme's default port), `*.svc`, `host:port`, `host:*` (any port), `[::1]:8080`.
+/// Comma-separated or repeated; a given list replaces the default. http:// is accepted only for listed in-cluster Service names and loopback.
 #[derive(Args, Debug, Clone, Default)]
 pub struct AllowArgs {
     /// Hosts allowed as authority (login) host [default: login.microsoftonline.com,
@@ -129,7 +149,8 @@ pub struct AllowArgs {
     /// graph.microsoft.us, microsoftgraph.chinacloudapi.cn].
     #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
     pub allowed_graph_hosts: Vec<String>,
-    /// Hosts allowed in spec.nocobase.url [default: *.svc, *.svc.cluster.local].
+    /// Hosts allowed in spec.nocobase.url; {namespace} stands for the integration's own
+    /// namespace [default: *.{namespace}.svc:*, *.{namespace}.svc.cluster.local:*].
     #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
     pub allowed_nocobase_urls: Vec<String>,
 }
@@ -183,7 +204,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let allow = match args.allow.to_allow_list() {
+            let allow = match args.allow_list() {
                 Ok(a) => a,
                 Err(e) => return usage_error(&e),
             };

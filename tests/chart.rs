@@ -373,7 +373,8 @@ fn deployment_defaults_image_args_and_env() {
             "--log-format=json",
             "--allowed-authority-hosts=login.microsoftonline.com,login.microsoftonline.us,login.chinacloudapi.cn",
             "--allowed-graph-hosts=graph.microsoft.com,graph.microsoft.us,microsoftgraph.chinacloudapi.cn",
-            "--allowed-nocobase-urls=*.svc,*.svc.cluster.local",
+            "--allowed-nocobase-urls=*.{namespace}.svc:*,*.{namespace}.svc.cluster.local:*",
+            "--allowed-mail-collections=mailSettings",
             "--max-concurrent-reconciles=16",
             "--max-concurrent-reconciles-per-endpoint=4",
             "--reconcile-io-deadline=60",
@@ -411,7 +412,16 @@ fn deployment_defaults_image_args_and_env() {
         "maxConcurrentReconcilesPerEndpoint=2",
         "--set",
         "reconcileIoDeadlineSeconds=30",
+        "--set",
+        "injectUnverified.allowed=true",
+        "--set",
+        "allowedMailCollections={mailSettings,mailSettingsEU}",
     ]);
+    assert!(r.args().contains(&"--allow-inject-unverified"));
+    assert!(
+        r.args()
+            .contains(&"--allowed-mail-collections=mailSettings,mailSettingsEU")
+    );
     assert!(
         r.args()
             .contains(&"--max-concurrent-reconciles-per-endpoint=2")
@@ -440,18 +450,19 @@ fn allowed_hosts_default_to_the_binary_defaults_and_can_be_extended() {
         assert!(args.contains(&want.as_str()), "{want} not in {args:?}");
     }
     let r = template(&[
-        "--set",
-        "allowedHosts.nocobase={*.svc,*.svc.cluster.local,nocobase.example.com:443}",
+        "--set-json",
+        r#"allowedHosts.nocobase=["*.{namespace}.svc:*","nocobase.example.com","nocobase.nocobase.svc:13000"]"#,
     ]);
-    assert!(
-        r.args().contains(
-            &"--allowed-nocobase-urls=*.svc,*.svc.cluster.local,nocobase.example.com:443"
-        )
-    );
+    assert!(r.args().contains(
+        &"--allowed-nocobase-urls=*.{namespace}.svc:*,nocobase.example.com,nocobase.nocobase.svc:13000"
+    ));
     for bad in [
         &["--set", "allowedHosts.graph=null"][..],
         &["--set", "allowedHosts.authority={https://login.example}"],
         &["--set", "allowedHosts.nocobase={a b}"],
+        &["--set", "allowedHosts.nocobase={*:*}"],
+        &["--set", "allowedMailCollections={users;drop}"],
+        &["--set", "injectUnverified.allowed=yes"],
         &["--set", "allowedHosts.other={x}"],
     ] {
         let err = template_fails(bad);

@@ -66,6 +66,8 @@ struct Case {
     check: CredentialCheck,
     creds: Credentials,
     deployments: Vec<Deployment>,
+    /// `--allow-inject-unverified`
+    unverified_allowed: bool,
 }
 
 impl Case {
@@ -79,6 +81,7 @@ impl Case {
             creds,
             mmi,
             deployments,
+            unverified_allowed: false,
         }
     }
 
@@ -92,6 +95,7 @@ impl Case {
             attempt,
             managed,
             deployments: Some(&self.deployments),
+            unverified_allowed: self.unverified_allowed,
         }
     }
 }
@@ -154,7 +158,12 @@ fn nothing_is_delivered_before_a_verdict_unless_opted_in() {
     );
     let a = plan(&c.observed(None, Managed::Absent));
     assert!(a.managed_secret.is_none());
-    assert_eq!(a.targets, Targets::Awaiting);
+    assert_eq!(
+        a.targets,
+        Targets::Awaiting {
+            unverified_refused: false
+        }
+    );
     let Some(NocoBaseWork::Skip(nb)) = &a.nocobase else {
         panic!("NocoBase gets nothing before a verdict")
     };
@@ -164,12 +173,37 @@ fn nothing_is_delivered_before_a_verdict_unless_opted_in() {
     let injected = condition(&d, "Injected");
     assert_eq!(injected.reason, "AwaitingValidCredentials");
 
-    let mut opted = Case::new(json!([]), json!({}), Value::Null, vec![]);
+    // the spec opts in, the operator does not allow it: nothing is written, and Injected
+    // says why
+    let mut opted = Case::new(
+        json!([{"deploymentName": "web"}]),
+        json!({}),
+        Value::Null,
+        vec![deployment("web")],
+    );
     opted.mmi.spec.inject_unverified = true;
+    let a = plan(&opted.observed(None, Managed::Absent));
+    assert!(a.managed_secret.is_none(), "not allowed: nothing written");
+    assert_eq!(
+        a.targets,
+        Targets::Awaiting {
+            unverified_refused: true
+        }
+    );
+    let d = conclude(
+        &opted.observed(None, Managed::Absent),
+        &a,
+        &Executed::default(),
+    );
+    let injected = condition(&d, "Injected");
+    assert_eq!(injected.reason, "InjectUnverifiedNotAllowed");
+    assert!(injected.message.contains("--allow-inject-unverified"));
+    // the operator allows it: unverified is written
+    opted.unverified_allowed = true;
     let a = plan(&opted.observed(None, Managed::Absent));
     assert!(
         a.managed_secret.is_some(),
-        "opted in: unverified is written"
+        "opted in and allowed: unverified is written"
     );
     assert!(a.note.contains("injectUnverified"));
 }

@@ -108,19 +108,27 @@ fn failures_count_up_for_the_same_credentials_only() {
 
 #[test]
 fn delivery_never_lets_rejected_credentials_through() {
-    for (opt_in, accepted, want) in [
-        (false, Some(Outcome::Valid), Delivery::Validated),
-        (true, Some(Outcome::Valid), Delivery::Validated),
-        (false, None, Delivery::Withheld),
-        (true, None, Delivery::Unverified),
-        (false, Some(Outcome::Rejected), Delivery::Withheld),
-        (true, Some(Outcome::Rejected), Delivery::Withheld),
-    ] {
-        assert_eq!(
-            delivery(&spec(opt_in), accepted),
-            want,
-            "{opt_in} {accepted:?}"
-        );
+    for allowed in [false, true] {
+        for (opt_in, accepted, want) in [
+            (false, Some(Outcome::Valid), Delivery::Validated),
+            (true, Some(Outcome::Valid), Delivery::Validated),
+            (false, None, Delivery::Withheld),
+            (true, None, Delivery::Unverified),
+            (false, Some(Outcome::Rejected), Delivery::Withheld),
+            (true, Some(Outcome::Rejected), Delivery::Withheld),
+        ] {
+            // the spec's opt-in counts only where the operator allows it
+            let want = if want == Delivery::Unverified && !allowed {
+                Delivery::Withheld
+            } else {
+                want
+            };
+            assert_eq!(
+                delivery(&spec(opt_in), accepted, allowed),
+                want,
+                "{opt_in} {accepted:?} {allowed}"
+            );
+        }
     }
 }
 

@@ -143,6 +143,14 @@ fn desired(secret: &str) -> Vec<DesiredVar> {
     ]
 }
 
+/// [`desired`] with `spec.nocobase.adoptExisting`.
+fn adopting(secret: &str) -> Vec<DesiredVar> {
+    desired(secret)
+        .into_iter()
+        .map(|d| d.adopting(true))
+        .collect()
+}
+
 /// Everything an administrator or a log could see of an outcome.
 fn visible(o: &SyncOutcome) -> String {
     format!(
@@ -314,10 +322,19 @@ async fn a_value_edited_in_nocobase_is_written_again() {
 }
 
 #[tokio::test]
-async fn an_existing_variable_of_the_same_type_is_adopted_but_not_owned() {
+async fn an_existing_variable_is_left_alone_unless_adoption_is_opted_in() {
     let emu = Emulator::start().await;
     emu.put(ID_VAR, "default", "typed-by-an-admin");
+    // Not opted in: somebody else's variable, nothing at all is written.
     let o = sync(&emu.client(), &desired(SECRET), &SyncedState::default()).await;
+    assert_failed(&o, reason::VARIABLE_EXISTS, false);
+    assert!(o.message.contains(ID_VAR), "{}", o.message);
+    assert!(o.message.contains("adoptExisting"), "{}", o.message);
+    assert_eq!(o.writes, 0);
+    assert_eq!(emu.names(), [ID_VAR]);
+    assert_eq!(emu.var(ID_VAR).unwrap().value, "typed-by-an-admin");
+    // Opted in: adopted (updated) but not owned.
+    let o = sync(&emu.client(), &adopting(SECRET), &SyncedState::default()).await;
     assert!(o.ok, "{}", o.message);
     assert_eq!(o.updated, [ID_VAR]);
     assert_eq!(o.created, [TENANT_VAR, SECRET_VAR]);
@@ -517,9 +534,10 @@ async fn a_key_without_permission_is_rejected_with_403() {
         .respond_with(json_fixture(403, "error_no_permissions.json"))
         .mount(&server)
         .await;
+    // the listed variables are adopted, so the first write is an update
     let o = sync(
         &client_for(&server.uri(), API_KEY, None),
-        &desired(ROTATED),
+        &adopting(ROTATED),
         &SyncedState::default(),
     )
     .await;
@@ -616,7 +634,7 @@ async fn cleanup_deletes_only_the_operators_variables_and_only_when_opted_in() {
     let emu = Emulator::start().await;
     emu.put("SMTP_RELAY", "default", "smtp.example.com");
     emu.put(ID_VAR, "default", "typed-by-an-admin"); // adopted, not owned
-    let o = sync(&emu.client(), &desired(SECRET), &SyncedState::default()).await;
+    let o = sync(&emu.client(), &adopting(SECRET), &SyncedState::default()).await;
     assert!(o.ok, "{}", o.message);
     assert_eq!(o.state.owned, [SECRET_VAR, TENANT_VAR]);
 

@@ -45,11 +45,17 @@ async fn harness() -> Harness {
 
 /// A harness whose operator may reach the Microsoft emulator and these NocoBase URLs.
 async fn harness_allowing(nocobase: &[&str]) -> Harness {
+    harness_with(nocobase, false).await
+}
+
+/// `inject_unverified`: the operator runs with `--allow-inject-unverified`.
+async fn harness_with(nocobase: &[&str], inject_unverified: bool) -> Harness {
     harness::capture_logs();
     let api = harness::fake_cluster();
     let emu = harness::microsoft(&[GOOD, GOOD2], &[BAD]).await;
     let (clock, clock_fn) = harness::fixed_clock("2027-01-01T00:00:00Z".parse().unwrap());
-    let ctx = test_context(api.client(), allow_exactly(&emu.uri(), nocobase), clock_fn);
+    let allow = allow_exactly(&emu.uri(), nocobase).with_inject_unverified(inject_unverified);
+    let ctx = test_context(api.client(), allow, clock_fn);
     Harness {
         api,
         emu,
@@ -563,7 +569,7 @@ async fn deletion_restores_deployments_and_leaves_user_secret() {
 
 #[tokio::test]
 async fn unavailable_before_first_validation_injects_nothing_unless_opted_in() {
-    let h = harness().await;
+    let h = harness_with(&[], true).await;
     let down = "Dn4Kq8Zr2Wx6Vb1Lm5Tp9Hc3Jy7Fg0Sd4Ea8UoP";
     h.emu
         .token_for_secret(
@@ -740,7 +746,7 @@ async fn metrics_health_endpoints_and_no_secret_in_logs_or_metrics() {
 #[tokio::test]
 async fn nocobase_variables_follow_validated_credentials_only() {
     use common::nocobase_emu::API_KEY as NOCOBASE_KEY;
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     let (_server, nocobase) = synced_to_nocobase(&h, true).await;
     let state = Arc::clone(&nocobase.state);
     let var = move |n: &str| {
@@ -1338,7 +1344,7 @@ fn set_nocobase_key(h: &Harness, key: &str) {
 /// within seconds, and a wrong API key ends as ApiKeyRejected once NocoBase answers.
 #[tokio::test]
 async fn a_restarting_nocobase_never_turns_conditions_false() {
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     let (_server, nocobase) = synced_to_nocobase(&h, false).await;
     let warnings = |h: &Harness| h.events().iter().filter(|e| e.0 == "Warning").count();
     let before = warnings(&h);
@@ -1403,7 +1409,7 @@ async fn a_restarting_nocobase_never_turns_conditions_false() {
 /// NocoBase still holds, by name and hint only.
 #[tokio::test]
 async fn a_deleted_user_secret_says_what_nocobase_still_holds() {
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     let (_server, _nocobase) = synced_to_nocobase(&h, false).await;
     h.api.delete("v1", "Secret", NS, "entra");
     h.reconcile("outlook").await;
@@ -1423,7 +1429,7 @@ async fn a_deleted_user_secret_says_what_nocobase_still_holds() {
 /// Issue 10, item 6: NocoBase's latency has its own series.
 #[tokio::test]
 async fn nocobase_latency_has_its_own_metric() {
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     let (_server, _nocobase) = synced_to_nocobase(&h, false).await;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &h.ctx.metrics.registry).unwrap();
@@ -1455,7 +1461,7 @@ async fn delete_outlook(h: &Harness) {
 /// (Warning Event, start of the wait in status) and then deletes the variables.
 #[tokio::test]
 async fn deletion_waits_for_a_restarting_nocobase_then_deletes() {
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     let (_server, nocobase) = synced_to_nocobase(&h, true).await;
     let vars = || nocobase.state.lock().unwrap().vars.len();
     assert_eq!(vars(), 3);
@@ -1497,7 +1503,7 @@ async fn deletion_waits_for_a_restarting_nocobase_then_deletes() {
 /// start recorded in status; then a Warning names what stays behind.
 #[tokio::test]
 async fn deletion_gives_up_after_the_cleanup_timeout() {
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     let (_server, nocobase) = synced_to_nocobase(&h, true).await;
     let mut m = h.mmi("outlook").unwrap();
     m["spec"]["nocobase"]["cleanupTimeout"] = json!("3m");
@@ -1529,7 +1535,7 @@ async fn deletion_gives_up_after_the_cleanup_timeout() {
 /// Issue 10, item 1: answers that can never succeed give up at once, with a Warning.
 #[tokio::test]
 async fn deletion_gives_up_at_once_on_a_rejected_key() {
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     let (_server, nocobase) = synced_to_nocobase(&h, true).await;
     set_nocobase_key(&h, "wrong-key");
     delete_outlook(&h).await;
@@ -1546,7 +1552,7 @@ async fn deletion_gives_up_at_once_on_a_rejected_key() {
 #[tokio::test]
 async fn mail_settings_receive_validated_credentials_only() {
     use common::nocobase_emu::{API_KEY as NOCOBASE_KEY, Collection, NocoBase};
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     let record = json!({"id": 2, "provider": "outlook", "clientId": "", "clientSecret": "",
                         "updatedAt": "2026-05-04T09:00:00.000Z"});
     let nocobase = NocoBase::with_collections([(
@@ -1731,7 +1737,7 @@ async fn mail_settings_against_a_real_nocobase() {
     };
     let name = format!("mmoMailSettings{}", std::process::id());
     nb.create_stand_in(&name, false).await;
-    let h = harness_allowing(&["127.0.0.1"]).await;
+    let h = harness_allowing(&["127.0.0.1:*"]).await;
     h.secret("entra", GOOD);
     h.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nocobase-api-key", "namespace": NS},
         "stringData": {"api-key": nb.key}}));

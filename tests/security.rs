@@ -232,7 +232,7 @@ async fn http_is_refused_for_a_listed_host_that_is_not_in_cluster_or_loopback() 
         AllowList::new(
             &[host_port(&emu.uri())],
             &[host_port(&emu.uri())],
-            &["nocobase.example.test".to_owned()],
+            &["nocobase.example.test:*".to_owned()],
         )
         .unwrap()
     })

@@ -189,7 +189,12 @@ struct Gathered {
 }
 
 impl Gathered {
-    fn observed<'a>(&'a self, mmi: &'a MicrosoftMailIntegration, now: Timestamp) -> Observed<'a> {
+    fn observed<'a>(
+        &'a self,
+        mmi: &'a MicrosoftMailIntegration,
+        now: Timestamp,
+        allow: &crate::allow::AllowList,
+    ) -> Observed<'a> {
         Observed {
             mmi,
             spec: &self.spec,
@@ -199,6 +204,7 @@ impl Gathered {
             attempt: self.attempt.as_ref(),
             managed: actions::managed(mmi, self.managed.as_ref()),
             deployments: self.deployments.as_deref(),
+            unverified_allowed: allow.inject_unverified(),
         }
     }
 }
@@ -206,7 +212,7 @@ impl Gathered {
 async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
     let now = now(ctx);
     let gathered = gather(mmi, ctx, now).await?;
-    let observed = gathered.observed(mmi, now);
+    let observed = gathered.observed(mmi, now, &ctx.allow);
     let plan = actions::plan(&observed);
     let mut done = Executed::default();
     execute::kubernetes(mmi, ctx, &plan, &mut done).await?;

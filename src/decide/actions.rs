@@ -48,6 +48,9 @@ pub struct Observed<'a> {
     /// The targeted and previously injected Deployments; `None` when not read
     /// ([`reads_deployments`]).
     pub deployments: Option<&'a [Deployment]>,
+    /// Whether the operator honours `spec.injectUnverified` (`--allow-inject-unverified`):
+    /// without it the spec alone cannot send an unconfirmed Secret into a Deployment.
+    pub unverified_allowed: bool,
 }
 
 /// The managed Secret's apply. Holds the secret: no `Debug`, never logged.
@@ -65,8 +68,9 @@ pub enum Targets {
     SecretConflict,
     /// No targets in the spec.
     None,
-    /// Targets, but no configuration Microsoft accepted to give them.
-    Awaiting,
+    /// Targets, but no configuration Microsoft accepted to give them; `unverified_refused`:
+    /// `spec.injectUnverified` would have delivered them, but the operator does not allow it.
+    Awaiting { unverified_refused: bool },
     /// One apply per Deployment (those up to date are not sent), and what could not be
     /// planned.
     Apply {
@@ -106,6 +110,9 @@ pub struct Executed {
 }
 
 const UNVERIFIED_NOTE: &str = " Microsoft could not confirm these credentials yet; they were injected because injectUnverified is set.";
+/// Reason of `Injected` when `spec.injectUnverified` asks for what the operator does not allow.
+pub const INJECT_UNVERIFIED_NOT_ALLOWED: &str = "InjectUnverifiedNotAllowed";
+const UNVERIFIED_REFUSED_MESSAGE: &str = "Microsoft could not confirm these credentials yet, and spec.injectUnverified is set, but this operator does not inject unconfirmed credentials: its administrator has not allowed it (--allow-inject-unverified, Helm value injectUnverified.allowed). Nothing is injected until Microsoft accepts the credentials.";
 const KEPT_NOTE: &str = " The credentials now in the Secret are not confirmed by Microsoft, so the previously validated configuration stays in place.";
 
 /// The managed Secret as read: absent, the operator's own (created for this integration),
@@ -145,13 +152,23 @@ pub fn injected_before(mmi: &MicrosoftMailIntegration) -> Vec<String> {
 /// folding this reconcile's attempt over what status remembers, and the opt-in. Asked
 /// once, for every writer.
 pub fn gate(o: &Observed<'_>) -> Delivery {
+    gate_with(o, o.unverified_allowed)
+}
+
+fn gate_with(o: &Observed<'_>, unverified_allowed: bool) -> Delivery {
     let previous = o.mmi.status.clone().unwrap_or_default();
     o.credentials
         .fingerprint()
         .map_or(Delivery::Withheld, |fp| {
             let records = fold_attempt(&previous, Some(fp), o.attempt, o.now);
-            delivery(&o.mmi.spec, acceptance(&records, fp))
+            delivery(&o.mmi.spec, acceptance(&records, fp), unverified_allowed)
         })
+}
+
+/// The spec asks for unverified delivery and it would apply now, but the operator does not
+/// allow it: said, so that the author learns why nothing arrives.
+fn unverified_refused(o: &Observed<'_>) -> bool {
+    !o.unverified_allowed && gate_with(o, true) == Delivery::Unverified
 }
 
 /// Everything to do, from what was gathered. Pure.
@@ -185,7 +202,9 @@ pub fn plan(o: &Observed<'_>) -> Actions {
         inject::released_targets(&injected_before(o.mmi), targets, all);
     actions.targets = match config {
         _ if targets.is_empty() => Targets::None,
-        None => Targets::Awaiting,
+        None => Targets::Awaiting {
+            unverified_refused: unverified_refused(o),
+        },
         Some(fingerprint) => {
             let ns = o.mmi.namespace().unwrap_or_default();
             let secret = inject::managed_secret_name(&o.mmi.name_any());
@@ -268,11 +287,19 @@ pub fn injection_report(
                 ..InjectionReport::no_targets()
             };
         }
-        Targets::Awaiting => {
+        Targets::Awaiting { unverified_refused } => {
+            let (reason, message) = if *unverified_refused {
+                (INJECT_UNVERIFIED_NOT_ALLOWED, UNVERIFIED_REFUSED_MESSAGE)
+            } else {
+                (
+                    "AwaitingValidCredentials",
+                    "Nothing is injected until Microsoft accepts the credentials.",
+                )
+            };
             return InjectionReport {
                 status: ConditionStatus::False,
-                reason: "AwaitingValidCredentials".into(),
-                message: "Nothing is injected until Microsoft accepts the credentials.".into(),
+                reason: reason.into(),
+                message: message.into(),
                 injected: vec![],
                 disappeared,
             };

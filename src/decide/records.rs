@@ -121,16 +121,22 @@ pub fn acceptance(records: &Records, fp: &str) -> Option<Outcome> {
 pub enum Delivery {
     /// Microsoft accepted them.
     Validated,
-    /// Not judged yet, and `injectUnverified` opts in.
+    /// Not judged yet, `injectUnverified` opts in, and the operator allows it.
     Unverified,
     /// Rejected, or not judged without the opt-in: never delivered.
     Withheld,
 }
 
-pub fn delivery(spec: &MicrosoftMailIntegrationSpec, accepted: Option<Outcome>) -> Delivery {
+/// `unverified_allowed`: the operator honours `spec.injectUnverified`
+/// (`--allow-inject-unverified`).
+pub fn delivery(
+    spec: &MicrosoftMailIntegrationSpec,
+    accepted: Option<Outcome>,
+    unverified_allowed: bool,
+) -> Delivery {
     match accepted {
         Some(Outcome::Valid) => Delivery::Validated,
-        None if spec.inject_unverified => Delivery::Unverified,
+        None if spec.inject_unverified && unverified_allowed => Delivery::Unverified,
         _ => Delivery::Withheld,
     }
 }

@@ -88,7 +88,9 @@ pub fn nocobase_work(
     }
     let key = mmi.uid().unwrap_or_default();
     let v = &nb.variables;
-    let var = |name: &String, kind, value| DesiredVar::new(name, kind, value, key.as_bytes());
+    let var = |name: &String, kind, value| {
+        DesiredVar::new(name, kind, value, key.as_bytes()).adopting(nb.adopt_existing)
+    };
     NocoBaseWork::Sync(vec![
         var(
             &v.client_id,

@@ -93,9 +93,10 @@ pub mod reason {
     /// A variable name NocoBase refuses (`^[A-Za-z][A-Za-z0-9_]*$`), or one name used for
     /// two variables. Detected before sending when possible, or from NocoBase's HTTP 400.
     pub const INVALID_VARIABLE_NAME: &str = "InvalidVariableName";
-    /// HTTP 400 "name already exists" on create: somebody created the variable after the
-    /// operator listed them. Transient: the next sync sees it and updates or reports a
-    /// type conflict.
+    /// A variable of a wanted name exists that the operator never wrote, and the spec does
+    /// not set `adoptExisting`: nothing is written. Also HTTP 400 "name already exists" on
+    /// create: somebody created the variable after the operator listed them (transient:
+    /// the next sync sees it and reports it as above, or a type conflict).
     pub const VARIABLE_EXISTS: &str = "VariableExists";
     /// A variable of the wanted name exists with the other type (`default` vs `secret`).
     /// The operator never changes a variable's type; nothing is written.
@@ -127,6 +128,18 @@ pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() <= MAX_NAME_LEN
         && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `name` is a NocoBase collection name as the CRD admits it
+/// ([`crate::api::NOCOBASE_NAME_RE`]: letters, digits and `_`, not starting with a digit),
+/// at most 63 characters.
+pub fn valid_collection(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

@@ -11,9 +11,12 @@
 //! - present with the wanted type, and the recorded fingerprint equals the wanted one and
 //!   NocoBase's `updatedAt` is the one recorded after the operator's last write (when
 //!   both are known): **unchanged**;
-//! - otherwise (value changed, nothing recorded, or edited in NocoBase since): **update**
-//!   its value. A variable that existed before the operator is updated (adopted) but not
-//!   owned: cleanup never deletes it.
+//! - present, but neither created nor written by the operator before (not in status):
+//!   **exists**, nothing at all is written, unless the spec opts in with
+//!   `nocobase.adoptExisting`; then it is updated (adopted) but not owned: cleanup never
+//!   deletes it. So an author cannot overwrite a variable somebody else keeps (an
+//!   `SMTP_PASSWORD`) by naming it;
+//! - otherwise (value changed, or edited in NocoBase since): **update** its value.
 //!
 //! `app:refresh` is called once after at least one write, or when a previous refresh
 //! failed after its writes had landed.
@@ -34,6 +37,8 @@ pub struct Desired {
     pub kind: VarKind,
     /// [`value_fingerprint`] of the value.
     pub value_fingerprint: String,
+    /// `spec.nocobase.adoptExisting`: a variable the operator did not write may be updated.
+    pub adopt: bool,
 }
 
 /// A variable the operator wants in NocoBase, with its value (the input of [`sync`]).
@@ -44,6 +49,8 @@ pub struct DesiredVar {
     pub kind: VarKind,
     pub value: SecretString,
     pub fingerprint: String,
+    /// See [`Desired::adopt`].
+    pub adopt: bool,
 }
 
 impl DesiredVar {
@@ -57,7 +64,14 @@ impl DesiredVar {
             kind,
             value,
             fingerprint,
+            adopt: false,
         }
+    }
+
+    /// With `spec.nocobase.adoptExisting`.
+    pub fn adopting(mut self, adopt: bool) -> Self {
+        self.adopt = adopt;
+        self
     }
 
     pub fn desired(&self) -> Desired {
@@ -65,6 +79,7 @@ impl DesiredVar {
             name: self.name.clone(),
             kind: self.kind,
             value_fingerprint: self.fingerprint.clone(),
+            adopt: self.adopt,
         }
     }
 
@@ -164,6 +179,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub unchanged: Vec<String>,
     pub conflicts: Vec<Conflict>,
+    /// Variables present that the operator never wrote, without `adoptExisting`.
+    pub exists: Vec<String>,
     /// Names NocoBase would refuse, or used for two variables.
     pub invalid_names: Vec<String>,
     /// Call `app:refresh` after the writes.
@@ -175,9 +192,10 @@ impl Plan {
         self.steps.len()
     }
 
-    /// Whether the plan may be carried out (no conflict, no invalid name).
+    /// Whether the plan may be carried out (no conflict, no variable of somebody else's,
+    /// no invalid name).
     pub fn blocked(&self) -> bool {
-        !self.conflicts.is_empty() || !self.invalid_names.is_empty()
+        !self.conflicts.is_empty() || !self.exists.is_empty() || !self.invalid_names.is_empty()
     }
 }
 
@@ -208,7 +226,9 @@ pub fn plan(desired: &[Desired], listed: &[Listed], previous: &SyncedState) -> P
             });
             continue;
         }
+        let written_before = previous.owned.contains(&d.name);
         match previous.variables.get(&d.name) {
+            None if !d.adopt && !written_before => p.exists.push(d.name.clone()),
             None => p.steps.push(step(d, StepAction::Update, "not recorded")),
             Some(rec) if rec.fingerprint != d.value_fingerprint => {
                 p.steps.push(step(d, StepAction::Update, "value changed"))
@@ -222,7 +242,7 @@ pub fn plan(desired: &[Desired], listed: &[Listed], previous: &SyncedState) -> P
             },
         }
     }
-    if !p.conflicts.is_empty() {
+    if !p.conflicts.is_empty() || !p.exists.is_empty() {
         p.steps.clear();
         p.unchanged.clear();
         return p;
@@ -261,6 +281,7 @@ mod tests {
             name: name.into(),
             kind,
             value_fingerprint: fp.into(),
+            adopt: false,
         }
     }
 
@@ -329,9 +350,13 @@ mod tests {
     fn changed_value_unknown_record_or_edit_in_nocobase_update() {
         let desired = [d("A", VarKind::Secret, "2")];
         let listed = [l("A", VarKind::Secret, Some("t1"))];
+        let owned_unrecorded = SyncedState {
+            owned: vec!["A".into()],
+            ..Default::default()
+        };
         for (prev, why) in [
             (recorded(&[("A", "1", Some("t1"))]), "value changed"),
-            (SyncedState::default(), "not recorded"),
+            (owned_unrecorded, "not recorded"),
             (recorded(&[("A", "2", Some("t0"))]), "changed in NocoBase"),
         ] {
             let p = plan(&desired, &listed, &prev);
@@ -340,6 +365,24 @@ mod tests {
             assert_eq!(p.steps[0].why, why);
             assert!(p.refresh);
         }
+    }
+
+    #[test]
+    fn somebody_elses_variable_blocks_every_write_unless_adopted() {
+        let listed = [l("A", VarKind::Secret, Some("t1"))];
+        let want = [d("B", VarKind::Default, "1"), d("A", VarKind::Secret, "2")];
+        let p = plan(&want, &listed, &SyncedState::default());
+        assert_eq!(p.exists, ["A"]);
+        assert!(p.blocked() && p.steps.is_empty() && !p.refresh);
+        let adopted: Vec<Desired> = want
+            .iter()
+            .cloned()
+            .map(|d| Desired { adopt: true, ..d })
+            .collect();
+        let p = plan(&adopted, &listed, &SyncedState::default());
+        assert!(p.exists.is_empty() && !p.blocked());
+        assert_eq!(p.steps.len(), 2);
+        assert_eq!(p.steps[1].why, "not recorded");
     }
 
     #[test]

@@ -234,6 +234,25 @@ pub fn type_conflicts(p: &Plan, base: &str) -> Option<SyncError> {
     ))
 }
 
+/// The variables present in NocoBase that the operator never wrote, named without
+/// `adoptExisting`: nothing is written.
+pub fn existing_variables(p: &Plan, base: &str) -> Option<SyncError> {
+    if p.exists.is_empty() {
+        return None;
+    }
+    // Not transient, unlike the create race of the same reason: somebody must act.
+    Some(SyncError {
+        transient: false,
+        ..SyncError::new(
+            reason::VARIABLE_EXISTS,
+            format!(
+                "in NocoBase at {base}, the variables {} exist and were not created by this integration, so nothing was written (they may be somebody else's). Choose other names in spec.nocobase.variables, or set spec.nocobase.adoptExisting: true to let the operator overwrite them (it then keeps them up to date, but a cleanup never deletes them)",
+                crate::quote::list(&p.exists, ", ")
+            ),
+        )
+    })
+}
+
 /// What a deletion does after a transient failure to delete the variables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CleanupWait {

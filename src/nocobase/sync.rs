@@ -9,7 +9,9 @@ use super::classify::SyncError;
 use super::client::NocoBaseClient;
 use super::plan::{Desired, DesiredVar, StepAction, SyncedState, cleanup_plan, plan};
 use super::reason;
-use super::record::{Place, Progress, SyncOutcome, invalid_names, prune, type_conflicts};
+use super::record::{
+    Place, Progress, SyncOutcome, existing_variables, invalid_names, prune, type_conflicts,
+};
 
 /// Lists, plans, writes, reads back and refreshes; never fails: every problem is in the
 /// outcome, with the state that landed.
@@ -29,7 +31,9 @@ pub async fn sync(
         Err(e) => return progress.failed(e),
     };
     let p = plan(&wanted, &listed, previous);
-    if let Some(err) = type_conflicts(&p, client.base_url()) {
+    if let Some(err) =
+        type_conflicts(&p, client.base_url()).or_else(|| existing_variables(&p, client.base_url()))
+    {
         return progress.failed(err);
     }
     for s in &p.steps {

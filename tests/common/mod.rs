@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod cluster;
 pub mod entra;
 pub mod entra_tenant;
 pub mod fake_api;

@@ -151,6 +151,17 @@ impl Release {
     /// (`$(POD_NAMESPACE)` filled in, `--listen` moved to loopback), its RUST_LOG, and the
     /// release ServiceAccount's token; waits for /readyz.
     pub async fn run(&self, client: &Client, dir: &Path, log: &Path) -> OperatorProcess {
+        self.run_with(client, dir, log, &[]).await
+    }
+
+    /// [`Self::run`] with extra environment variables (a proxy, say).
+    pub async fn run_with(
+        &self,
+        client: &Client,
+        dir: &Path,
+        log: &Path,
+        extra: &[(&str, &str)],
+    ) -> OperatorProcess {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &self.namespace);
         let d = deployments
             .get(&self.fullname())
@@ -174,11 +185,12 @@ impl Release {
         let token = service_account_token(client, &self.namespace, &self.fullname()).await;
         let kubeconfig = self.kube.kubeconfig_for_token(&token, &self.namespace, dir);
         let pod = format!("{}-test-pod", self.fullname());
-        let env = [
+        let mut env = vec![
             ("POD_NAME", pod.as_str()),
             ("POD_NAMESPACE", self.namespace.as_str()),
             ("RUST_LOG", rust_log.as_str()),
         ];
+        env.extend_from_slice(extra);
         let mut p = OperatorProcess::start(&kubeconfig, &args, &env, log);
         p.wait_ready(60).await;
         p

@@ -31,7 +31,11 @@ pub(in crate::controller) async fn nocobase_client(
     nb: &NocoBaseSync,
     ctx: &Context,
 ) -> Result<Result<NocoBaseClient, Refusal>, Error> {
-    if let Err(p) = ctx.allow.check(crate::allow::Endpoint::NocoBase, &nb.url) {
+    let ns = mmi.namespace();
+    if let Err(p) = ctx
+        .allow
+        .check_in(crate::allow::Endpoint::NocoBase, &nb.url, ns.as_deref())
+    {
         return Ok(Err((p.reason.into(), p.message)));
     }
     let secrets: Api<Secret> =
@@ -69,6 +73,17 @@ pub async fn execute(
         (Some(MailWork::Write(w)), Some(ms)) => Some((w, ms)),
         _ => None,
     };
+    // The collection is checked before the API key is read, like the URL.
+    let collection_refused = wanted.and_then(|(_, ms)| {
+        ctx.allow
+            .check_mail_collection(&ms.collection)
+            .err()
+            .map(|p| (p.reason.to_owned(), p.message))
+    });
+    if let Some(refusal) = &collection_refused {
+        done.mail_settings = Some(Err(refusal.clone()));
+    }
+    let wanted = wanted.filter(|_| collection_refused.is_none());
     if desired.is_none() && wanted.is_none() {
         return Ok(());
     }
