@@ -5,6 +5,8 @@
 
 mod common;
 
+use nocobase_mail_operator::allow::AllowList;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,16 +47,17 @@ async fn harness() -> Harness {
 
 /// A harness whose operator may reach the Microsoft emulator and these NocoBase URLs.
 async fn harness_allowing(nocobase: &[&str]) -> Harness {
-    harness_with(nocobase, false).await
+    harness_with(nocobase, |a| a).await
 }
 
-/// `inject_unverified`: the operator runs with `--allow-inject-unverified`.
-async fn harness_with(nocobase: &[&str], inject_unverified: bool) -> Harness {
+/// `policy` adds to the allow-list what other `run` flags would (`--allow-inject-unverified`,
+/// `--allowed-mail-collections`).
+async fn harness_with(nocobase: &[&str], policy: impl FnOnce(AllowList) -> AllowList) -> Harness {
     harness::capture_logs();
     let api = harness::fake_cluster();
     let emu = harness::microsoft(&[GOOD, GOOD2], &[BAD]).await;
     let (clock, clock_fn) = harness::fixed_clock("2027-01-01T00:00:00Z".parse().unwrap());
-    let allow = allow_exactly(&emu.uri(), nocobase).with_inject_unverified(inject_unverified);
+    let allow = policy(allow_exactly(&emu.uri(), nocobase));
     let ctx = test_context(api.client(), allow, clock_fn);
     Harness {
         api,
@@ -569,7 +572,7 @@ async fn deletion_restores_deployments_and_leaves_user_secret() {
 
 #[tokio::test]
 async fn unavailable_before_first_validation_injects_nothing_unless_opted_in() {
-    let h = harness_with(&[], true).await;
+    let h = harness_with(&[], |a| a.with_inject_unverified(true)).await;
     let down = "Dn4Kq8Zr2Wx6Vb1Lm5Tp9Hc3Jy7Fg0Sd4Ea8UoP";
     h.emu
         .token_for_secret(
@@ -1737,7 +1740,12 @@ async fn mail_settings_against_a_real_nocobase() {
     };
     let name = format!("mmoMailSettings{}", std::process::id());
     nb.create_stand_in(&name, false).await;
-    let h = harness_allowing(&["127.0.0.1:*"]).await;
+    // the stand-in collection is listed as an administrator would (--allowed-mail-collections)
+    let collections = [name.clone()];
+    let h = harness_with(&["127.0.0.1:*"], |a| {
+        a.with_mail_collections(&collections).unwrap()
+    })
+    .await;
     h.secret("entra", GOOD);
     h.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nocobase-api-key", "namespace": NS},
         "stringData": {"api-key": nb.key}}));
