@@ -934,9 +934,9 @@ pub struct LastValidation {
     /// Why Graph gave no expiry, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_note: Option<String>,
-    /// Keyed SHA-256 fingerprint (HMAC keyed by this resource's UID) of tenant, client ID,
-    /// hosts and secret that were validated; tells the operator whether the credentials
-    /// changed without keeping the secret.
+    /// Keyed SHA-256 fingerprint (HMAC keyed by the operator's own key, per resource) of
+    /// tenant, client ID, hosts and secret that were validated; tells the operator whether
+    /// the credentials changed without keeping the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_fingerprint: Option<String>,
 }
@@ -985,7 +985,7 @@ pub struct MailSettingsStatus {
     pub collection: String,
     /// Primary key (`id`) of the record written.
     pub record: String,
-    /// Field -> keyed fingerprint (HMAC-SHA256 keyed by this resource's UID, 128 bits) of
+    /// Field -> keyed fingerprint (HMAC-SHA256 keyed by the operator's own key, 128 bits) of
     /// the value the field holds since the operator's write or check.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub fields: std::collections::BTreeMap<String, String>,

@@ -82,7 +82,8 @@ pub struct RunArgs {
     /// Run without leader election (local runs, a single replica).
     #[arg(long)]
     pub no_leader_election: bool,
-    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    /// The operator's own namespace: its leader-election Lease and its fingerprint key
+    /// Secret (default: the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
     pub leader_election_namespace: Option<String>,
     /// Identity in the Lease (default: the pod name, else the host name).
@@ -182,6 +183,12 @@ pub struct RenderArgs {
     /// With --validate, the integrations' hosts must be in these lists, as for `run`.
     #[command(flatten)]
     pub allow: AllowArgs,
+    /// 32 random bytes (e.g. `head -c 32 /dev/urandom`) keying the configuration
+    /// fingerprints, so that equal files render equal output; without it, a random key
+    /// each run (a fingerprint keyed by anything readable would let a reader of the
+    /// output test guesses of the secret). Keep the file as secret as the Secret.
+    #[arg(long, value_name = "FILE")]
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 /// Runs a parsed command line and returns the process exit status.
@@ -254,8 +261,22 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => return usage_error(&e),
             };
             let validate = args.validate.then_some(allow);
-            runtime().block_on(crate::render::run(&args.files, validate))
+            let key = match render_key(args.fingerprint_key_file.as_deref()) {
+                Ok(k) => k,
+                Err(e) => return usage_error(&format!("--fingerprint-key-file: {e}")),
+            };
+            runtime().block_on(crate::render::run(&args.files, validate, &key))
         }
+    }
+}
+
+/// `render`'s fingerprint key: from the file given, else random.
+fn render_key(file: Option<&std::path::Path>) -> Result<crate::fingerprint::OperatorKey, String> {
+    match file {
+        None => Ok(crate::fingerprint::OperatorKey::random()),
+        Some(f) => std::fs::read(f)
+            .map_err(|e| e.to_string())
+            .and_then(|b| crate::fingerprint::OperatorKey::from_bytes(&b)),
     }
 }
 

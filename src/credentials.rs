@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use crate::api::{MicrosoftMailIntegration, NocoBaseSync};
 use crate::decide::CredentialCheck;
-use crate::fingerprint::{fingerprint, fingerprint_key};
+use crate::fingerprint::fingerprint;
 use crate::input::{self, Credentials, InputProblem, RawCredentials};
 
 /// The bytes under `key`, from `data` or (in a file) `stringData`.
@@ -80,6 +80,7 @@ pub fn read(
 pub fn check(
     mmi: &MicrosoftMailIntegration,
     secret: Option<&Secret>,
+    key: &crate::fingerprint::IntegrationKey,
 ) -> (CredentialCheck, Option<Credentials>) {
     match read(mmi, secret) {
         Err(p) => (
@@ -91,7 +92,7 @@ pub fn check(
         ),
         Ok(creds) => {
             let fp = fingerprint(
-                fingerprint_key(mmi).as_bytes(),
+                key.as_bytes(),
                 &creds,
                 mmi.spec.secret_expiry.discover_from_graph,
             );

@@ -17,6 +17,29 @@ pub struct Rule {
 /// The operator's leader-election Lease, in its own namespace.
 pub const LEASE_NAME: &str = "nocobase-mail-operator-leader";
 
+/// The Secret holding the operator's fingerprint key, in its own namespace
+/// ([`crate::controller::fpkey`]).
+pub const FINGERPRINT_KEY_SECRET: &str = "nocobase-mail-operator-fingerprint-key";
+
+/// Rules in the operator's own namespace, always (with or without leader election): its
+/// fingerprint key Secret only. As for the Lease, `create` is a rule of its own.
+pub const OPERATOR_NAMESPACE_RULES: &[Rule] = &[
+    Rule {
+        api_group: "",
+        resource: "secrets",
+        verbs: &["get"],
+        resource_names: &[FINGERPRINT_KEY_SECRET],
+        why: "read the operator's fingerprint key at start-up",
+    },
+    Rule {
+        api_group: "",
+        resource: "secrets",
+        verbs: &["create"],
+        resource_names: &[],
+        why: "create the fingerprint key on first start (create cannot be limited by name)",
+    },
+];
+
 /// Rules in every watched namespace (a ClusterRole, or a Role per namespace).
 pub const WATCHED_NAMESPACE_RULES: &[Rule] = &[
     Rule {

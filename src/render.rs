@@ -122,7 +122,8 @@ fn nocobase_lines(nb: &NocoBaseSync, creds: &Credentials) -> Vec<String> {
     ]
 }
 
-pub fn render(inputs: &Inputs) -> Rendered {
+/// `key` keys the configuration fingerprints, as the operator's key does in a cluster.
+pub fn render(inputs: &Inputs, key: &crate::fingerprint::OperatorKey) -> Rendered {
     let mut documents = vec![];
     let mut problems = vec![];
     let mut nocobase = vec![];
@@ -137,8 +138,9 @@ pub fn render(inputs: &Inputs) -> Rendered {
                 continue;
             }
         };
-        // Keyed as the controller keys it: by the resource's UID when the file has one.
-        let key = crate::fingerprint::fingerprint_key(&in_namespace(mmi));
+        // Keyed per integration as the controller keys it (by UID, `namespace/name` for a
+        // file without one), from the key given.
+        let key = key.integration(&crate::fingerprint::integration_id(&in_namespace(mmi)));
         let fp = fingerprint(
             key.as_bytes(),
             &creds,
@@ -182,7 +184,11 @@ pub fn render(inputs: &Inputs) -> Rendered {
 /// Runs `render`: YAML on stdout, problems on stderr; exit 1 when a target or container is
 /// missing or in conflict, 2 when the files cannot be read.
 /// `validate`: ask Microsoft first, sending only to hosts in this allow-list.
-pub async fn run(files: &[PathBuf], validate: Option<crate::allow::AllowList>) -> ExitCode {
+pub async fn run(
+    files: &[PathBuf],
+    validate: Option<crate::allow::AllowList>,
+    key: &crate::fingerprint::OperatorKey,
+) -> ExitCode {
     let inputs = match read(files) {
         Ok(i) => i,
         Err(e) => {
@@ -199,7 +205,7 @@ pub async fn run(files: &[PathBuf], validate: Option<crate::allow::AllowList>) -
     {
         return code;
     }
-    let r = render(&inputs);
+    let r = render(&inputs, key);
     for line in &r.nocobase {
         println!("{line}");
     }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 
-use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, Rule, WATCHED_NAMESPACE_RULES};
+use nocobase_mail_operator::rbac::{
+    LEADER_ELECTION_RULES, OPERATOR_NAMESPACE_RULES, Rule, WATCHED_NAMESPACE_RULES,
+};
 use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -267,6 +269,8 @@ fn default_install_renders_exactly_these_objects() {
             "Deployment",
             "Pod", // the `helm test` hook
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Service",
             "ServiceAccount",
@@ -587,8 +591,17 @@ fn default_rbac_is_exactly_the_rules_in_src_rbac() {
     assert_eq!(rules_of(lease_role), expected(LEADER_ELECTION_RULES));
     assert_binding(&r, "RoleBinding", &leader, Some(NAMESPACE), "Role");
 
+    let key = format!("{FULLNAME}-fingerprint-key");
+    let key_role = r.named("Role", &key, NAMESPACE);
+    assert_eq!(rules_of(key_role), expected(OPERATOR_NAMESPACE_RULES));
+    assert_binding(&r, "RoleBinding", &key, Some(NAMESPACE), "Role");
+
     // Each rule carries its reason as a YAML comment.
-    for rule in WATCHED_NAMESPACE_RULES.iter().chain(LEADER_ELECTION_RULES) {
+    for rule in WATCHED_NAMESPACE_RULES
+        .iter()
+        .chain(LEADER_ELECTION_RULES)
+        .chain(OPERATOR_NAMESPACE_RULES)
+    {
         assert!(
             r.text.contains(&format!("# {}\n", rule.why)),
             "no `# {}` comment in the rendered RBAC",
@@ -614,7 +627,8 @@ fn no_wildcard_in_any_role_with_any_option() {
                 for rule in rules_of(&json!({ "rules": rules })) {
                     assert!(
                         expected(WATCHED_NAMESPACE_RULES).contains(&rule)
-                            || expected(LEADER_ELECTION_RULES).contains(&rule),
+                            || expected(LEADER_ELECTION_RULES).contains(&rule)
+                            || expected(OPERATOR_NAMESPACE_RULES).contains(&rule),
                         "undeclared rule {rule:?} with {options:?}"
                     );
                 }
@@ -651,8 +665,16 @@ fn watch_namespaces_grants_roles_only_there() {
 #[test]
 fn leader_election_can_be_disabled() {
     let r = template(&["--set", "leaderElection.enabled=false"]);
-    assert!(
-        r.all("Role").is_empty() && r.all("RoleBinding").is_empty(),
+    let roles: Vec<&str> = r
+        .all("Role")
+        .into_iter()
+        .chain(r.all("RoleBinding"))
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let key = format!("{FULLNAME}-fingerprint-key");
+    assert_eq!(
+        roles,
+        [&key, &key],
         "no leases Role without leader election"
     );
     let args = r.args();

@@ -16,6 +16,7 @@ use nocobase_mail_operator::decide::cleanup::{
 };
 use nocobase_mail_operator::decide::reports::{MailWork, NocoBaseWork};
 use nocobase_mail_operator::decide::{ConditionStatus, CredentialCheck, Decision};
+use nocobase_mail_operator::fingerprint::{IntegrationKey, OperatorKey};
 use nocobase_mail_operator::input::{self, Credentials, RawCredentials};
 use nocobase_mail_operator::microsoft::Verdict;
 use nocobase_mail_operator::nocobase::{SyncError, SyncOutcome, SyncedState, reason};
@@ -68,6 +69,7 @@ struct Case {
     deployments: Vec<Deployment>,
     /// `--allow-inject-unverified`
     unverified_allowed: bool,
+    key: IntegrationKey,
 }
 
 impl Case {
@@ -82,12 +84,16 @@ impl Case {
             mmi,
             deployments,
             unverified_allowed: false,
+            key: OperatorKey::from_bytes(&[7; 32])
+                .unwrap()
+                .integration("uid"),
         }
     }
 
     fn observed<'a>(&'a self, attempt: Option<&'a Verdict>, managed: Managed<'a>) -> Observed<'a> {
         Observed {
             mmi: &self.mmi,
+            key: &self.key,
             spec: &self.mmi.spec,
             now: now(),
             credentials: &self.check,

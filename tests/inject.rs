@@ -265,16 +265,26 @@ proptest! {
 #[test]
 fn render_through_the_binary() {
     let bin = env!("CARGO_BIN_EXE_nocobase-mail-operator");
-    let out = std::process::Command::new(bin)
-        .args(["render", "-f", "examples/integration.yaml"])
-        .output()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // a key of the user's, so that equal files render equal output
+    let key_file = dir.path().join("fingerprint.key");
+    std::fs::write(&key_file, [42u8; 32]).unwrap();
+    let render = |file: &std::path::Path| {
+        std::process::Command::new(bin)
+            .args(["render", "--fingerprint-key-file"])
+            .arg(&key_file)
+            .arg("-f")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = render("examples/integration.yaml".as_ref());
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
     assert!(
         !text.contains("REPLACE~WithTheSecretValue"),
         "the secret value is redacted"
@@ -294,7 +304,6 @@ fn render_through_the_binary() {
     ));
 
     // rendering the rendered Deployment again changes nothing
-    let dir = tempfile::tempdir().unwrap();
     let example = std::fs::read_to_string("examples/integration.yaml").unwrap();
     let head: String = example
         .split("\n---\n")
@@ -306,11 +315,7 @@ fn render_through_the_binary() {
         serde_saphyr::to_string(&docs[1]).unwrap()
     );
     std::fs::write(dir.path().join("injected.yaml"), injected).unwrap();
-    let out2 = std::process::Command::new(bin)
-        .args(["render", "-f"])
-        .arg(dir.path().join("injected.yaml"))
-        .output()
-        .unwrap();
+    let out2 = render(&dir.path().join("injected.yaml"));
     assert!(out2.status.success());
     let docs2: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&String::from_utf8(out2.stdout).unwrap()).unwrap();
@@ -319,11 +324,32 @@ fn render_through_the_binary() {
     // a missing target is reported with a non-zero exit
     let missing = example.replace("deploymentName: nocobase", "deploymentName: absent");
     std::fs::write(dir.path().join("missing.yaml"), missing).unwrap();
-    let out3 = std::process::Command::new(bin)
-        .args(["render", "-f"])
-        .arg(dir.path().join("missing.yaml"))
-        .output()
-        .unwrap();
+    let out3 = render(&dir.path().join("missing.yaml"));
     assert_eq!(out3.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out3.stderr).contains("TargetNotFound"));
+
+    // without a key, a random one each run: nothing in the output can be recomputed from
+    // the files' readable parts
+    let annotation = |out: &std::process::Output| {
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        docs[1]["spec"]["template"]["metadata"]["annotations"]
+            ["nocobase-mail-operator.dev/config-fingerprint"]
+            .clone()
+    };
+    let unkeyed = || {
+        std::process::Command::new(bin)
+            .args(["render", "-f", "examples/integration.yaml"])
+            .output()
+            .unwrap()
+    };
+    let (a, b) = (annotation(&unkeyed()), annotation(&unkeyed()));
+    assert!(a.is_string() && a != b, "{a} {b}");
+    assert_ne!(a, annotation(&out));
+    // a key file that is not 32 bytes is refused
+    std::fs::write(&key_file, "short\n").unwrap();
+    let bad = render("examples/integration.yaml".as_ref());
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("must be 32 bytes, it is 6"), "{err}");
 }

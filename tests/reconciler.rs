@@ -19,7 +19,9 @@ use kube::api::{Api, DeleteParams};
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
 use nocobase_mail_operator::controller::{CacheSync, Context, reconcile};
 use nocobase_mail_operator::inject::FINGERPRINT_ANNOTATION;
-use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, WATCHED_NAMESPACE_RULES};
+use nocobase_mail_operator::rbac::{
+    LEADER_ELECTION_RULES, OPERATOR_NAMESPACE_RULES, WATCHED_NAMESPACE_RULES,
+};
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
@@ -188,6 +190,7 @@ fn assert_rbac_covers(api: &FakeApi) {
     let rules: Vec<_> = WATCHED_NAMESPACE_RULES
         .iter()
         .chain(LEADER_ELECTION_RULES)
+        .chain(OPERATOR_NAMESPACE_RULES)
         .collect();
     for r in api.requests() {
         let resource = match &r.subresource {

@@ -18,7 +18,9 @@ use jiff::Timestamp;
 use nocobase_mail_operator::api::MicrosoftMailIntegration;
 use nocobase_mail_operator::controller::{Context, reconcile};
 use nocobase_mail_operator::microsoft::MicrosoftClient;
-use nocobase_mail_operator::rbac::{LEADER_ELECTION_RULES, WATCHED_NAMESPACE_RULES};
+use nocobase_mail_operator::rbac::{
+    LEADER_ELECTION_RULES, OPERATOR_NAMESPACE_RULES, WATCHED_NAMESPACE_RULES,
+};
 use serde_json::{Value, json};
 
 const NS: &str = "nocobase";
@@ -265,6 +267,7 @@ impl H {
         let rules: Vec<_> = WATCHED_NAMESPACE_RULES
             .iter()
             .chain(LEADER_ELECTION_RULES)
+            .chain(OPERATOR_NAMESPACE_RULES)
             .collect();
         for r in self.api.requests() {
             let resource = match &r.subresource {

@@ -1,4 +1,4 @@
-//! Issue 19 items 1, 4, 9 and 10, through the program a user meets: the chart installed
+//! Issue 19 items 1, 4, 5, 9 and 10, through the program a user meets: the chart installed
 //! with the real helm under its **default** allow-lists, the operator binary under the
 //! release's ServiceAccount on the real control plane, resources applied with kubectl as
 //! an integration's author would, and every http:// request the operator makes to any
@@ -22,6 +22,12 @@ use common::real_kube::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use nocobase_mail_operator::api::MicrosoftMailIntegration;
+use nocobase_mail_operator::credentials;
+use nocobase_mail_operator::fingerprint::{OperatorKey, fingerprint};
+use nocobase_mail_operator::inject::FINGERPRINT_ANNOTATION;
+use nocobase_mail_operator::input::{self, RawCredentials};
+use nocobase_mail_operator::rbac::FINGERPRINT_KEY_SECRET;
 use serde_json::{Value, json};
 
 /// A namespace Secret the author may name but not read: a database password.
@@ -302,6 +308,124 @@ async fn a_rotation_needs_the_secret_owners_consent() {
     let rotation = env.mmi("outlook").await["status"]["rotation"].clone();
     let message = rotation["message"].as_str().unwrap_or_default();
     assert!(message.contains("rotation-allowed-for"), "{rotation}");
+    op.stop();
+    env.cleanup().await;
+}
+
+/// What an author who reads their integration (and so its UID) computes to test a guess
+/// of the secret: the credentials fingerprint keyed by the UID, as it was before the
+/// operator held its own key.
+fn guessed_fingerprint(mmi: &MicrosoftMailIntegration, guess: &str) -> String {
+    let raw = RawCredentials::from_spec(&mmi.spec, guess.as_bytes());
+    let creds = input::check(&raw).unwrap();
+    let uid = mmi.metadata.uid.clone().unwrap();
+    fingerprint(
+        uid.as_bytes(),
+        &creds,
+        mmi.spec.secret_expiry.discover_from_graph,
+    )
+}
+
+fn template_fingerprint(d: &Deployment) -> Option<String> {
+    let t = d.spec.as_ref()?.template.metadata.as_ref()?;
+    t.annotations.as_ref()?.get(FINGERPRINT_ANNOTATION).cloned()
+}
+
+/// Item 5: the fingerprints an author reads (status, the Deployment's annotation) are
+/// keyed by a key the operator keeps in its own namespace, created there on the first
+/// start under the chart's RBAC, kept over restarts; a status an older version keyed by
+/// the UID is re-keyed on upgrade without asking Microsoft again and without a roll.
+#[tokio::test]
+async fn fingerprints_cannot_be_recomputed_by_the_author() {
+    let Some(env) = Env::new("fpkey").await else {
+        return;
+    };
+    let app = EntraApp::start(OLD, FAR).await;
+    let release = env.release("fpkey", &app, &[]);
+    let mut op = env.run(&release).await;
+    env.apply(&secrets(&env)[0]);
+    env.apply(&nocobase_deployment("nocobase"));
+    env.apply(&integration("outlook", &app, json!({})));
+    env.wait_condition("outlook", "Ready", ("True", "Ready"), 60)
+        .await;
+
+    // the key: created by the operator in its own namespace, 32 bytes
+    let own: Api<Secret> = Api::namespaced(env.client.clone(), &env.ops);
+    let stored = own.get(FINGERPRINT_KEY_SECRET).await.unwrap();
+    let key_bytes = stored.data.as_ref().unwrap()["key"].0.clone();
+    assert_eq!(key_bytes.len(), 32);
+    let key = OperatorKey::from_bytes(&key_bytes).unwrap();
+
+    let mmi = env.mmis().get("outlook").await.unwrap();
+    let st = mmi.status.clone().unwrap();
+    let fp = st.last_validation.unwrap().credentials_fingerprint.unwrap();
+    // keyed by the operator's key...
+    let secret = Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .get("entra")
+        .await
+        .unwrap();
+    let ours = key.integration(mmi.metadata.uid.as_deref().unwrap());
+    let (check, _) = credentials::check(&mmi, Some(&secret), &ours);
+    assert_eq!(check.fingerprint(), Some(fp.as_str()));
+    // ...so the author's dictionary, with the right value in it, finds nothing
+    let dictionary = ["Summer2024!", "hunter2", OLD, "Sunshine2024!"];
+    let hits: Vec<&str> = dictionary
+        .iter()
+        .copied()
+        .filter(|g| guessed_fingerprint(&mmi, g) == fp)
+        .collect();
+    assert!(hits.is_empty(), "guessed from status: {hits:?}");
+    let deps: Api<Deployment> = Api::namespaced(env.client.clone(), &env.ns);
+    let dep = deps.get("nocobase").await.unwrap();
+    assert_eq!(template_fingerprint(&dep).as_deref(), Some(fp.as_str()));
+    assert_eq!(st.injected[0].fingerprint, fp);
+
+    // an older version's status and annotation, keyed by the UID
+    op.stop();
+    let legacy = guessed_fingerprint(&mmi, OLD);
+    let status_patch = json!({"status": {
+        "lastValidation": {"credentialsFingerprint": legacy},
+        "injected": [{"deployment": "nocobase", "containers": ["nocobase"],
+            "fingerprint": legacy, "rollout": "OnChange"}]}});
+    let pp = kube::api::PatchParams::default();
+    env.mmis()
+        .patch_status("outlook", &pp, &kube::api::Patch::Merge(&status_patch))
+        .await
+        .unwrap();
+    let generation = deps.get("nocobase").await.unwrap().metadata.generation;
+    let tokens_before = app.state().token_requests;
+
+    // the restart: the same key, the status re-keyed, no roll
+    let mut op = env.run(&release).await;
+    eventually("the status re-keyed", 60, || async {
+        let m = env.mmi("outlook").await;
+        m["status"]["lastValidation"]["credentialsFingerprint"] == json!(fp)
+            && m["status"]["injected"][0]["fingerprint"] == json!(fp)
+    })
+    .await;
+    let dep = deps.get("nocobase").await.unwrap();
+    assert_eq!(template_fingerprint(&dep).as_deref(), Some(fp.as_str()));
+    assert_eq!(
+        dep.metadata.generation, generation,
+        "re-keying rolled the pods"
+    );
+    let again = own.get(FINGERPRINT_KEY_SECRET).await.unwrap();
+    assert_eq!(
+        again.data.unwrap()["key"].0,
+        key_bytes,
+        "the key was replaced"
+    );
+    assert_eq!(
+        app.state().token_requests,
+        tokens_before,
+        "re-keying asked Microsoft again"
+    );
+    env.wait_condition("outlook", "Ready", ("True", "Ready"), 30)
+        .await;
+    let text = env
+        .kube
+        .kubectl_ok(&["get", "mmi", "-n", &env.ns, "-o", "yaml"]);
+    assert!(!text.contains(&legacy), "a UID-keyed fingerprint is left");
     op.stop();
     env.cleanup().await;
 }

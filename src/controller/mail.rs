@@ -3,7 +3,6 @@
 //! opted-in unverified ones), carried out by [`crate::mailsettings::sync`]. The cleanup on
 //! deletion is in `reconcile/nocobase.rs`, with the variables'.
 
-use kube::ResourceExt;
 use tracing::{info, warn};
 
 use crate::api::{MailSettings, MicrosoftMailIntegration};
@@ -17,10 +16,10 @@ pub(super) async fn write(
     ms: &MailSettings,
     client: &NocoBaseClient,
     wanted: &Wanted,
+    key: &crate::fingerprint::IntegrationKey,
 ) -> MailOutcome {
-    let uid = mmi.uid().unwrap_or_default();
     let state = mmi.status.as_ref().and_then(|s| s.mail_settings.as_ref());
-    let out = mailsettings::sync(client, ms, wanted, uid.as_bytes(), state).await;
+    let out = mailsettings::sync(client, ms, wanted, key.as_bytes(), state).await;
     if !out.ok {
         warn!(reason = out.reason, "email manager settings not written");
     } else if !out.written.is_empty() {

@@ -5,7 +5,9 @@
 pub mod backoff;
 pub mod cache;
 pub mod events;
+pub mod fpkey;
 pub mod index;
+mod leader;
 pub mod limits;
 mod mail;
 pub mod reconcile;
@@ -61,7 +63,8 @@ pub struct Settings {
 /// credentials (shorter for an integration whose `validation.interval` is shorter).
 pub const VALIDATION_CACHE_TTL: Duration = Duration::from_secs(300);
 
-/// Builds the shared context with the default [`limits::Limits`].
+/// Builds the shared context with the default [`limits::Limits`] and a random fingerprint
+/// key (in-process runs, whose statuses need not outlive the process).
 pub fn context(
     client: Client,
     metrics: Arc<Metrics>,
@@ -76,6 +79,7 @@ pub fn context(
         instance,
         allow,
         Default::default(),
+        crate::fingerprint::OperatorKey::random(),
     )
 }
 
@@ -87,6 +91,7 @@ pub fn context_with(
     instance: String,
     allow: crate::allow::AllowList,
     limits: limits::Limits,
+    fingerprint_key: crate::fingerprint::OperatorKey,
 ) -> Result<Arc<Context>, String> {
     // One outbound client for Microsoft and NocoBase: one pool, one TLS configuration.
     let http = crate::http::default_client(ca_bundle_pem.as_deref())?;
@@ -120,9 +125,11 @@ pub fn context_with(
         allow,
         limits,
         indexes: Default::default(),
+        fingerprint_key,
     }))
 }
 
+pub use leader::leader_lease;
 pub use limits::{DEFAULT_MAX_CONCURRENT_RECONCILES, Tuning};
 
 type Triggers = Vec<ObjectRef<MicrosoftMailIntegration>>;
@@ -353,23 +360,6 @@ async fn signal_ready(store: Store<MicrosoftMailIntegration>, sync: Arc<CacheSyn
 }
 
 /// `run`: connect, serve health and metrics, wait for leadership, reconcile until SIGTERM.
-/// The leader-election Lease manager: the Lease [`crate::rbac::LEASE_NAME`] in `ns`, 15 s
-/// duration, renewed 5 s before it runs out.
-pub async fn leader_lease(
-    client: Client,
-    ns: &str,
-    identity: &str,
-) -> Result<kube_lease_manager::LeaseManager, String> {
-    kube_lease_manager::LeaseManagerBuilder::new(client, crate::rbac::LEASE_NAME)
-        .with_namespace(ns)
-        .with_identity(identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .map_err(|e| format!("leader election set-up failed: {e}"))
-}
-
 pub async fn run(settings: Settings) -> Result<(), String> {
     let client = Client::try_default().await.map_err(|e| {
         format!("cannot connect to Kubernetes (in-cluster config or KUBECONFIG): {e}")
@@ -383,6 +373,12 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     );
     let metrics = Arc::new(Metrics::new(settings.owner_labels.clone()));
     let ready = Arc::new(AtomicBool::new(false));
+    // the operator's own namespace: its Lease and its fingerprint key
+    let own_ns = settings
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let key = fpkey::load_or_create(client.clone(), &own_ns).await?;
     let ctx = context_with(
         client.clone(),
         Arc::clone(&metrics),
@@ -390,32 +386,15 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         settings.identity.clone(),
         settings.allow.clone(),
         limits::Limits::new(settings.tuning.io_deadline, settings.tuning.per_endpoint),
+        key,
     )?;
     let servers = start_servers(&settings, &metrics, &ready).await?;
 
-    // Leader election: only the Lease holder reconciles; a standby takes over within the
-    // lease duration (15 s) when the leader stops renewing.
     let leadership = if settings.leader_election {
-        let ns = settings
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
-        let manager = leader_lease(client.clone(), &ns, &settings.identity).await?;
-        let (mut rx, task) = manager.watch().await;
-        // A standby is healthy and ready to take over; it reports ready until it leads, and
-        // then again once its caches have synced.
-        ready.store(true, Ordering::SeqCst);
-        info!(lease = crate::rbac::LEASE_NAME, namespace = %ns, identity = %settings.identity, "waiting for leadership");
-        while !*rx.borrow_and_update() {
-            tokio::select! {
-                changed = rx.changed() => if changed.is_err() { return Err("leader election stopped".into()) },
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-                _ = sigterm() => return Ok(()),
-            }
+        match leader::acquire(client.clone(), own_ns, &settings.identity, &ready).await? {
+            Some(l) => Some(l),
+            None => return Ok(()),
         }
-        info!("became leader");
-        ready.store(false, Ordering::SeqCst);
-        Some((rx, task))
     } else {
         None
     };
@@ -481,16 +460,4 @@ async fn start_servers(
         );
     }
     Ok(servers)
-}
-
-async fn sigterm() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-            return;
-        }
-    }
-    futures::future::pending::<()>().await
 }

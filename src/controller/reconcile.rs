@@ -59,6 +59,16 @@ pub struct Context {
     pub limits: super::limits::Limits,
     /// Every controller's index, for questions about all watched namespaces.
     pub indexes: super::index::Indexes,
+    /// Keys every fingerprint an integration's status or Deployments show.
+    pub fingerprint_key: crate::fingerprint::OperatorKey,
+}
+
+impl Context {
+    /// The key of `mmi`'s fingerprints.
+    pub fn key_of(&self, mmi: &MicrosoftMailIntegration) -> crate::fingerprint::IntegrationKey {
+        self.fingerprint_key
+            .integration(&crate::fingerprint::integration_id(mmi))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,9 +204,11 @@ impl Gathered {
         mmi: &'a MicrosoftMailIntegration,
         now: Timestamp,
         allow: &crate::allow::AllowList,
+        key: &'a crate::fingerprint::IntegrationKey,
     ) -> Observed<'a> {
         Observed {
             mmi,
+            key,
             spec: &self.spec,
             now,
             credentials: &self.check,
@@ -209,41 +221,103 @@ impl Gathered {
     }
 }
 
-async fn apply(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
+async fn apply(original: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
     let now = now(ctx);
-    let gathered = gather(mmi, ctx, now).await?;
-    let observed = gathered.observed(mmi, now, &ctx.allow);
+    let key = ctx.key_of(original);
+    let read = read_credentials(original, ctx, &key).await?;
+    // decided on with the status re-keyed; recorded against the status as it was read, so
+    // that the re-keyed fingerprints are written
+    let mmi = &read.rekeyed(original);
+    let gathered = gather(mmi, ctx, read, now).await?;
+    let observed = gathered.observed(mmi, now, &ctx.allow, &key);
     let plan = actions::plan(&observed);
     let mut done = Executed::default();
     execute::kubernetes(mmi, ctx, &plan, &mut done).await?;
     nocobase::execute(mmi, ctx, &plan, &mut done).await?;
     let mut decision = actions::conclude(&observed, &plan, &done);
     execute::rotation(mmi, ctx, &mut decision, gathered.allowed, now).await?;
-    record::record(mmi, ctx, &decision).await?;
+    record::record(original, ctx, &decision).await?;
     Ok(Action::requeue(decision.requeue_after))
 }
 
-/// Reads what the decision needs, and asks Microsoft only when a validation is due.
+/// The credentials as read from the Secret (or why not), before anything is decided.
+struct Read {
+    check: CredentialCheck,
+    creds: Option<Credentials>,
+    /// Whether the integration's hosts are in the allow-lists.
+    allowed: bool,
+    rekey: Vec<crate::decide::rekey::Rekeyed>,
+}
+
+impl Read {
+    /// `mmi` with its status re-keyed ([`crate::decide::rekey`]); borrowed when nothing in it
+    /// was keyed the legacy way.
+    fn rekeyed<'a>(
+        &self,
+        mmi: &'a MicrosoftMailIntegration,
+    ) -> std::borrow::Cow<'a, MicrosoftMailIntegration> {
+        let status = mmi.status.as_ref();
+        match status.and_then(|s| crate::decide::rekey::rekey(s, &self.rekey)) {
+            None => std::borrow::Cow::Borrowed(mmi),
+            Some(s) => {
+                debug!("fingerprints keyed by the UID found in status; re-keyed");
+                let mut m = mmi.clone();
+                m.status = Some(s);
+                std::borrow::Cow::Owned(m)
+            }
+        }
+    }
+}
+
+/// Reads the Secret the integration names, only for an integration the operator serves.
+async fn read_credentials(
+    mmi: &MicrosoftMailIntegration,
+    ctx: &Context,
+    key: &crate::fingerprint::IntegrationKey,
+) -> Result<Read, Error> {
+    // Before the Secret is read: an integration the operator will not serve (a host
+    // outside the allow-lists, ...) learns nothing about it, not even its key names.
+    let allowed = crate::allow::check_resource(&mmi.name_any(), &mmi.spec, &ctx.allow);
+    if let Err(p) = &allowed {
+        let (reason, message) = (p.reason.into(), p.message.clone());
+        let check = CredentialCheck::Problem { reason, message };
+        let (creds, rekey) = (None, vec![]);
+        return Ok(Read {
+            check,
+            creds,
+            allowed: false,
+            rekey,
+        });
+    }
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &mmi.namespace().unwrap_or_default());
+    let secret = secrets.get_opt(&mmi.spec.client_secret_ref.name).await?;
+    let (check, creds) = crate::credentials::check(mmi, secret.as_ref(), key);
+    let rekey = crate::decide::rekey::pairs(mmi, secret.as_ref(), creds.as_ref(), key);
+    Ok(Read {
+        check,
+        creds,
+        allowed: true,
+        rekey,
+    })
+}
+
+/// Reads what the decision needs besides the credentials, and asks Microsoft only when a
+/// validation is due.
 async fn gather(
     mmi: &MicrosoftMailIntegration,
     ctx: &Context,
+    read: Read,
     now: Timestamp,
 ) -> Result<Gathered, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    // Before the Secret is read: an integration the operator will not serve (a host
-    // outside the allow-lists, ...) learns nothing about it, not even its key names.
-    let allowed = crate::allow::check_resource(&mmi.name_any(), &mmi.spec, &ctx.allow);
-    let (check, creds) = match &allowed {
-        Err(p) => {
-            let (reason, message) = (p.reason.into(), p.message.clone());
-            (CredentialCheck::Problem { reason, message }, None)
-        }
-        Ok(()) => {
-            let secret = secrets.get_opt(&mmi.spec.client_secret_ref.name).await?;
-            crate::credentials::check(mmi, secret.as_ref())
-        }
-    };
+    let Read {
+        check,
+        creds,
+        allowed,
+        ..
+    } = read;
     let attempt = validate_if_due(mmi, ctx, &check, creds.as_ref(), now).await;
     let managed = secrets
         .get_opt(&inject::managed_secret_name(&mmi.name_any()))
@@ -254,10 +328,10 @@ async fn gather(
         None
     };
     Ok(Gathered {
-        spec: super::rotate::effective_spec(mmi, creds.as_ref()),
+        spec: super::rotate::effective_spec(mmi, creds.as_ref(), &ctx.key_of(mmi)),
         check,
         creds,
-        allowed: allowed.is_ok(),
+        allowed,
         attempt,
         managed,
         deployments,

@@ -37,6 +37,8 @@ pub enum Managed<'a> {
 /// What the gather step read, for one integration.
 pub struct Observed<'a> {
     pub mmi: &'a MicrosoftMailIntegration,
+    /// Keys the fingerprints this integration's status and Deployments show.
+    pub key: &'a crate::fingerprint::IntegrationKey,
     /// The spec decided on: `mmi.spec`, with the expiry date rotation knows standing in.
     pub spec: &'a MicrosoftMailIntegrationSpec,
     pub now: Timestamp,
@@ -185,7 +187,7 @@ pub fn plan(o: &Observed<'_>) -> Actions {
             .spec
             .nocobase
             .as_ref()
-            .map(|nb| reports::nocobase_work(o.mmi, nb, o.credentials, o.creds, gate)),
+            .map(|nb| reports::nocobase_work(o.mmi, o.key, nb, o.credentials, o.creds, gate)),
         mail_settings: reports::mail_work(o.mmi, o.credentials, o.creds, gate),
         note,
     };

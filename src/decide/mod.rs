@@ -17,6 +17,7 @@ pub mod cleanup;
 pub mod conditions;
 pub mod events;
 pub mod records;
+pub mod rekey;
 pub mod reports;
 
 use std::time::Duration;

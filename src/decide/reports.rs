@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use kube::ResourceExt;
 use secrecy::SecretString;
 
 use super::records::Delivery;
@@ -68,6 +67,7 @@ fn report(
 /// The NocoBase variables to write, or why nothing new is written.
 pub fn nocobase_work(
     mmi: &MicrosoftMailIntegration,
+    key: &crate::fingerprint::IntegrationKey,
     nb: &NocoBaseSync,
     check: &CredentialCheck,
     creds: Option<&Credentials>,
@@ -86,7 +86,6 @@ pub fn nocobase_work(
         let why = "The credentials now in the Secret are not confirmed by Microsoft, so nothing new is written.";
         return NocoBaseWork::Skip(nothing_new(nb, why.into(), state));
     }
-    let key = mmi.uid().unwrap_or_default();
     let v = &nb.variables;
     let var = |name: &String, kind, value| {
         DesiredVar::new(name, kind, value, key.as_bytes()).adopting(nb.adopt_existing)

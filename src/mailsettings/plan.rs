@@ -57,7 +57,7 @@ impl Values<'_> {
 }
 
 /// Keyed fingerprint of one field's value in one record (the project's one recipe,
-/// [`crate::fingerprint::keyed`], keyed by the resource's UID).
+/// [`crate::fingerprint::keyed`], keyed by the integration's key).
 pub fn field_fingerprint(
     key: &[u8],
     collection: &str,

@@ -54,7 +54,7 @@ pub struct DesiredVar {
 }
 
 impl DesiredVar {
-    /// `key` keys the fingerprint (the resource's UID, as for the credentials'
+    /// `key` keys the fingerprint (the integration's key, as for the credentials'
     /// fingerprint in status).
     pub fn new(name: impl Into<String>, kind: VarKind, value: SecretString, key: &[u8]) -> Self {
         let name = name.into();

@@ -230,6 +230,7 @@ pub fn test_context(
         own_writes: Default::default(),
         limits: Default::default(),
         indexes: Default::default(),
+        fingerprint_key: nocobase_mail_operator::fingerprint::OperatorKey::random(),
     })
 }
 

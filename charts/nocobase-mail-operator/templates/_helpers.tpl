@@ -115,6 +115,22 @@ nocobase_mail_operator::rbac::LEADER_ELECTION_RULES.
 {{- end }}
 
 {{/*
+RBAC rules in the release namespace, always: exactly
+nocobase_mail_operator::rbac::OPERATOR_NAMESPACE_RULES.
+*/}}
+{{- define "nocobase-mail-operator.operatorNamespaceRules" -}}
+# read the operator's fingerprint key at start-up
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: ["nocobase-mail-operator-fingerprint-key"]
+  verbs: ["get"]
+# create the fingerprint key on first start (create cannot be limited by name)
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+{{- end }}
+
+{{/*
 Hardened container securityContext, shared by the operator and the test pod.
 */}}
 {{- define "nocobase-mail-operator.containerSecurityContext" -}}

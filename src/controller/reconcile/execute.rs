@@ -201,7 +201,9 @@ pub async fn rotation(
 ) -> Result<(), Error> {
     let rotated = if allowed {
         let ms = ctx.validations.client();
-        crate::controller::rotate::run(mmi, &ctx.client, ms, &ctx.indexes, &d.status, now).await?
+        let key = ctx.key_of(mmi);
+        let others = &ctx.indexes;
+        crate::controller::rotate::run(mmi, &ctx.client, ms, others, &key, &d.status, now).await?
     } else {
         crate::rotation::Transition {
             status: mmi.status.as_ref().and_then(|s| s.rotation.clone()),

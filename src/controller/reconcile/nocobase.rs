@@ -96,7 +96,7 @@ pub async fn execute(
     }
     if let Some((w, ms)) = wanted {
         done.mail_settings = Some(match &client {
-            Ok(c) => Ok(super::super::mail::write(mmi, ms, c, w).await),
+            Ok(c) => Ok(super::super::mail::write(mmi, ms, c, w, &ctx.key_of(mmi)).await),
             Err(refusal) => Err(refusal.clone()),
         });
     }

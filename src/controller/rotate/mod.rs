@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::api::{MicrosoftMailIntegration, MicrosoftMailIntegrationStatus, annotation};
 use crate::controller::index::Indexes;
-use crate::fingerprint::value_fingerprint;
+use crate::fingerprint::{IntegrationKey, value_fingerprint};
 use crate::inject::field_manager;
 use crate::input::{self, Credentials, RawCredentials};
 use crate::microsoft::MicrosoftClient;
@@ -29,15 +29,12 @@ use crate::rotation::{self, Inputs, Report, Step, Transition, previous_key};
 pub fn effective_spec(
     mmi: &MicrosoftMailIntegration,
     creds: Option<&Credentials>,
+    key: &IntegrationKey,
 ) -> crate::api::MicrosoftMailIntegrationSpec {
     let mut spec = mmi.spec.clone();
     let rot = mmi.status.as_ref().and_then(|s| s.rotation.as_ref());
-    let fp = creds.map(|c| {
-        value_fingerprint(
-            mmi.uid().unwrap_or_default().as_bytes(),
-            c.client_secret.expose_secret().as_bytes(),
-        )
-    });
+    let fp = creds
+        .map(|c| value_fingerprint(key.as_bytes(), c.client_secret.expose_secret().as_bytes()));
     if let Some(at) = rotation::expiry_in_use(rot, fp.as_deref(), None) {
         spec.secret_expiry.expires_at = Some(at.to_string());
     }
@@ -50,12 +47,12 @@ struct Env<'a> {
     ms: &'a MicrosoftClient,
     ns: String,
     key: String,
-    uid: String,
+    fp_key: IntegrationKey,
 }
 
 impl Env<'_> {
     pub(super) fn fp(&self, v: &[u8]) -> String {
-        value_fingerprint(self.uid.as_bytes(), v)
+        value_fingerprint(self.fp_key.as_bytes(), v)
     }
 
     pub(super) async fn secret(&self) -> Result<Option<Secret>, kube::Error> {
@@ -144,6 +141,7 @@ pub async fn run(
     client: &kube::Client,
     ms: &MicrosoftClient,
     others: &Indexes,
+    fp_key: &IntegrationKey,
     status: &MicrosoftMailIntegrationStatus,
     now: Timestamp,
 ) -> Result<Transition, kube::Error> {
@@ -173,7 +171,7 @@ pub async fn run(
         ms,
         ns: mmi.namespace().unwrap_or_default(),
         key: mmi.spec.client_secret_ref.key.clone(),
-        uid: mmi.uid().unwrap_or_default(),
+        fp_key: fp_key.clone(),
     };
     let step = rotation::plan(&inputs);
     let (step, data) = match step {
