@@ -8,15 +8,14 @@ use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::json;
 
-use crate::api::Cloud;
+pub use crate::cli::microsoft::{CloudArg, MicrosoftArgs};
 use crate::input::{RawCredentials, check as check_input};
 use crate::microsoft::{ClientOptions, MicrosoftClient, Outcome, Verdict, reason};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Directory (tenant) ID GUID or verified domain.
-    #[arg(long, value_name = "TENANT")]
-    pub tenant_id: String,
+    #[command(flatten)]
+    pub microsoft: MicrosoftArgs,
     /// Application (client) ID GUID.
     #[arg(long, value_name = "GUID")]
     pub client_id: String,
@@ -31,21 +30,9 @@ pub struct CheckArgs {
     /// Environment variable holding the client secret Value.
     #[arg(long, value_name = "VAR")]
     pub secret_env: Option<String>,
-    /// Microsoft cloud of the tenant.
-    #[arg(long, value_enum, default_value_t = CloudArg::AzurePublic)]
-    pub cloud: CloudArg,
-    /// Override the login host (https, or http for localhost).
-    #[arg(long, value_name = "URL")]
-    pub authority_host: Option<String>,
-    /// Override the Microsoft Graph host (https, or http for localhost).
-    #[arg(long, value_name = "URL")]
-    pub graph_host: Option<String>,
     /// Do not read the secret's expiry and permissions from Microsoft Graph.
     #[arg(long)]
     pub no_graph: bool,
-    /// Extra PEM CA bundle to trust (e.g. a TLS-inspecting proxy), besides the system roots.
-    #[arg(long, value_name = "FILE", env = "NOCOBASE_MAIL_OPERATOR_CA_BUNDLE")]
-    pub ca_bundle: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -89,24 +76,6 @@ pub struct CheckArgs {
         default_value = "clientId,clientSecret"
     )]
     pub mail_fields: String,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-#[value(rename_all = "verbatim")]
-pub enum CloudArg {
-    AzurePublic,
-    AzureUSGovernment,
-    AzureChina,
-}
-
-impl From<CloudArg> for Cloud {
-    fn from(c: CloudArg) -> Self {
-        match c {
-            CloudArg::AzurePublic => Cloud::AzurePublic,
-            CloudArg::AzureUSGovernment => Cloud::AzureUSGovernment,
-            CloudArg::AzureChina => Cloud::AzureChina,
-        }
-    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,7 +152,7 @@ async fn check_can_rotate(args: &CheckArgs) -> serde_json::Value {
         }
     };
     let opts = ClientOptions {
-        ca_bundle_pem: args.ca_bundle.as_ref().and_then(|p| std::fs::read(p).ok()),
+        ca_bundle_pem: args.microsoft.ca_bundle_pem().ok().flatten(),
         ..Default::default()
     };
     let client = match MicrosoftClient::new(opts) {
@@ -252,13 +221,14 @@ async fn check_nocobase(url: &str, args: &CheckArgs) -> serde_json::Value {
 }
 
 fn raw<'a>(args: &'a CheckArgs, secret: &'a SecretSlice<u8>) -> RawCredentials<'a> {
+    let m = &args.microsoft;
     RawCredentials {
-        tenant_id: &args.tenant_id,
+        tenant_id: &m.tenant_id,
         client_id: &args.client_id,
         client_secret: secret.expose_secret(),
-        cloud: args.cloud.into(),
-        authority_host: args.authority_host.as_deref(),
-        graph_host: args.graph_host.as_deref(),
+        cloud: m.cloud.into(),
+        authority_host: m.authority_host.as_deref(),
+        graph_host: m.graph_host.as_deref(),
     }
 }
 
@@ -271,18 +241,13 @@ async fn verdict(args: &CheckArgs) -> Verdict {
         Ok(c) => c,
         Err(p) => return p.into(),
     };
-    let mut opts = ClientOptions::default();
-    if let Some(path) = &args.ca_bundle {
-        match std::fs::read(path) {
-            Ok(pem) => opts.ca_bundle_pem = Some(pem),
-            Err(e) => {
-                return invalid(
-                    "UnreadableCaBundle",
-                    format!("cannot read the CA bundle {}: {e}", path.display()),
-                );
-            }
-        }
-    }
+    let opts = match args.microsoft.ca_bundle_pem() {
+        Ok(ca_bundle_pem) => ClientOptions {
+            ca_bundle_pem,
+            ..Default::default()
+        },
+        Err(message) => return invalid("UnreadableCaBundle", message),
+    };
     match MicrosoftClient::new(opts) {
         Ok(client) => client.validate(&creds, !args.no_graph).await,
         Err(e) => invalid("UnreadableCaBundle", e),

@@ -435,3 +435,37 @@ async fn hosts_outside_the_allow_list_are_refused_before_the_sign_in() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allowed-authority-hosts"));
     assert!(t.state().polls.is_empty() && t.state().graph.is_empty());
 }
+
+/// `--help`'s paragraph for `flag`: from its line to the next option.
+fn help_of(command: &str, flag: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nocobase-mail-operator"))
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let mut lines = help
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("      {flag} ")));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("{flag} missing from {command} --help:\n{help}"));
+    let next_option = |l: &&str| l.starts_with("  -") || l.starts_with("      --");
+    let body: Vec<&str> = lines.take_while(|l| !next_option(l)).collect();
+    format!("{first}\n{}", body.join("\n"))
+}
+
+#[test]
+fn check_and_register_take_the_same_microsoft_flags() {
+    for flag in [
+        "--tenant-id",
+        "--cloud",
+        "--authority-host",
+        "--graph-host",
+        "--ca-bundle",
+    ] {
+        let (check, register) = (help_of("check", flag), help_of("register", flag));
+        assert_eq!(check, register, "{flag} differs between check and register");
+    }
+    assert!(help_of("register", "--ca-bundle").contains("NOCOBASE_MAIL_OPERATOR_CA_BUNDLE"));
+    assert!(help_of("check", "--cloud").contains("[default: AzurePublic]"));
+}

@@ -11,8 +11,8 @@ use super::signin::DEFAULT_SIGN_IN_CLIENT;
 use super::steps::Options;
 use crate::allow::Endpoint;
 use crate::api::Cloud;
-use crate::check::CloudArg;
 use crate::cli::AllowArgs;
+use crate::cli::microsoft::MicrosoftArgs;
 
 /// Default wait for Microsoft to accept a new application and secret.
 pub const DEFAULT_PROPAGATION_TIMEOUT: &str = "180s";
@@ -33,9 +33,8 @@ pub enum Audience {
 
 #[derive(Args, Debug)]
 pub struct RegisterArgs {
-    /// Directory (tenant) ID GUID or verified domain to register in (and sign in to).
-    #[arg(long, value_name = "TENANT")]
-    pub tenant_id: String,
+    #[command(flatten)]
+    pub microsoft: MicrosoftArgs,
     /// Display name of the app registration; a re-run finds it by this name.
     #[arg(long, value_name = "NAME", default_value = "NocoBase email manager")]
     pub display_name: String,
@@ -109,17 +108,6 @@ pub struct RegisterArgs {
     /// How long to wait for Microsoft to accept the new credentials (Go duration).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_PROPAGATION_TIMEOUT)]
     pub propagation_timeout: String,
-    #[arg(long, value_enum, default_value_t = CloudArg::AzurePublic)]
-    pub cloud: CloudArg,
-    /// Override the login host (https, or http for loopback); must be allowed.
-    #[arg(long, value_name = "URL")]
-    pub authority_host: Option<String>,
-    /// Override the Microsoft Graph host; must be allowed.
-    #[arg(long, value_name = "URL")]
-    pub graph_host: Option<String>,
-    /// Extra PEM CA bundle to trust (a TLS-inspecting proxy), besides the system roots.
-    #[arg(long, value_name = "FILE", env = "NOCOBASE_MAIL_OPERATOR_CA_BUNDLE")]
-    pub ca_bundle: Option<PathBuf>,
     #[command(flatten)]
     pub allow: AllowArgs,
 }
@@ -142,20 +130,17 @@ impl RegisterArgs {
     /// Checks every input (nothing is sent when one is wrong).
     pub fn prepare(&self) -> Result<Env, String> {
         let problem = |p: crate::input::InputProblem| p.message;
-        let tenant = crate::input::check_tenant(&self.tenant_id).map_err(problem)?;
+        let m = &self.microsoft;
+        let tenant = crate::input::check_tenant(&m.tenant_id).map_err(problem)?;
         if let Some(c) = &self.client_id {
             crate::input::check_client_id(c).map_err(problem)?;
         }
-        let cloud: Cloud = self.cloud.into();
+        let cloud: Cloud = m.cloud.into();
         let host = |given: &Option<String>, default, what| {
             crate::input::check_host(given.as_deref(), default, what).map_err(problem)
         };
-        let authority = host(
-            &self.authority_host,
-            cloud.authority_host(),
-            "authority host",
-        )?;
-        let graph = host(&self.graph_host, cloud.graph_host(), "Graph host")?;
+        let authority = host(&m.authority_host, cloud.authority_host(), "authority host")?;
+        let graph = host(&m.graph_host, cloud.graph_host(), "Graph host")?;
         let allow = self.allow.to_allow_list()?;
         allow
             .check(Endpoint::Authority, &authority)
@@ -171,13 +156,7 @@ impl RegisterArgs {
                 )
             })?;
         self.propagation()?;
-        let ca = match &self.ca_bundle {
-            Some(p) => Some(
-                std::fs::read(p)
-                    .map_err(|e| format!("cannot read the CA bundle {}: {e}", p.display()))?,
-            ),
-            None => None,
-        };
+        let ca = m.ca_bundle_pem()?;
         let http = crate::http::default_client(ca.as_deref())?;
         let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
             .expect("the clock is in range");
@@ -274,8 +253,8 @@ impl RegisterArgs {
             tenant_id: env.tenant.clone(),
             client_id: client_id.to_owned(),
             cloud: Some(env.cloud),
-            authority_host: self.authority_host.clone(),
-            graph_host: self.graph_host.clone(),
+            authority_host: self.microsoft.authority_host.clone(),
+            graph_host: self.microsoft.graph_host.clone(),
             expires_at,
             rotation: self.with_rotation,
             expiry_discovery: self.with_expiry_discovery,

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::check::{CheckArgs, CloudArg, OutputFormat};
+pub mod microsoft;
+
+pub use crate::check::{CheckArgs, OutputFormat};
+pub use microsoft::{CloudArg, MicrosoftArgs};
 
 /// Keeps the Microsoft Entra credentials of NocoBase's email manager valid, known and
 /// delivered: validates client ID and client secret against Microsoft, warns before the
