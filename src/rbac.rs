@@ -40,6 +40,27 @@ pub const OPERATOR_NAMESPACE_RULES: &[Rule] = &[
     },
 ];
 
+/// Rules cluster-wide when only some namespaces are watched (`--namespace`): deleting a
+/// watched namespace deletes its Roles along with everything else, and the finalizer of an
+/// integration in it must still be removable, or the namespace never goes. In all-namespace
+/// installs the ClusterRole already covers the first.
+pub const NAMESPACE_DELETION_RULES: &[Rule] = &[
+    Rule {
+        api_group: "nocobase-mail-operator.dev",
+        resource: "microsoftmailintegrations",
+        verbs: &["patch"],
+        resource_names: &[],
+        why: "remove the cleanup finalizer in a namespace being deleted, whose Roles are gone",
+    },
+    Rule {
+        api_group: "",
+        resource: "namespaces",
+        verbs: &["get"],
+        resource_names: &[],
+        why: "tell a namespace being deleted from a missing permission",
+    },
+];
+
 /// Rules in every watched namespace (a ClusterRole, or a Role per namespace).
 pub const WATCHED_NAMESPACE_RULES: &[Rule] = &[
     Rule {

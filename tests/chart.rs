@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::Output;
 
 use nocobase_mail_operator::rbac::{
-    LEADER_ELECTION_RULES, OPERATOR_NAMESPACE_RULES, Rule, WATCHED_NAMESPACE_RULES,
+    LEADER_ELECTION_RULES, NAMESPACE_DELETION_RULES, OPERATOR_NAMESPACE_RULES, Rule,
+    WATCHED_NAMESPACE_RULES,
 };
 use serde_json::{Value, json};
 
@@ -628,7 +629,8 @@ fn no_wildcard_in_any_role_with_any_option() {
                     assert!(
                         expected(WATCHED_NAMESPACE_RULES).contains(&rule)
                             || expected(LEADER_ELECTION_RULES).contains(&rule)
-                            || expected(OPERATOR_NAMESPACE_RULES).contains(&rule),
+                            || expected(OPERATOR_NAMESPACE_RULES).contains(&rule)
+                            || expected(NAMESPACE_DELETION_RULES).contains(&rule),
                         "undeclared rule {rule:?} with {options:?}"
                     );
                 }
@@ -640,8 +642,23 @@ fn no_wildcard_in_any_role_with_any_option() {
 #[test]
 fn watch_namespaces_grants_roles_only_there() {
     let r = template(&["--set", "watchNamespaces={a,b}"]);
-    assert!(r.all("ClusterRole").is_empty(), "no cluster-wide role");
-    assert!(r.all("ClusterRoleBinding").is_empty());
+    // cluster-wide only what a namespace being deleted needs once its Roles are gone
+    let deletion = format!("{FULLNAME}-namespace-deletion");
+    let cluster_roles = r.all("ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    assert_eq!(cluster_roles[0]["metadata"]["name"], deletion.as_str());
+    assert_eq!(
+        rules_of(cluster_roles[0]),
+        expected(NAMESPACE_DELETION_RULES)
+    );
+    assert_binding(&r, "ClusterRoleBinding", &deletion, None, "ClusterRole");
+    for rule in NAMESPACE_DELETION_RULES {
+        assert!(
+            r.text.contains(&format!("# {}\n", rule.why)),
+            "{}",
+            rule.why
+        );
+    }
     for ns in ["a", "b"] {
         let role = r.named("Role", FULLNAME, ns);
         assert_eq!(rules_of(role), expected(WATCHED_NAMESPACE_RULES), "{ns}");

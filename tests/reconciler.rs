@@ -20,7 +20,8 @@ use nocobase_mail_operator::api::MicrosoftMailIntegration;
 use nocobase_mail_operator::controller::{CacheSync, Context, reconcile};
 use nocobase_mail_operator::inject::FINGERPRINT_ANNOTATION;
 use nocobase_mail_operator::rbac::{
-    LEADER_ELECTION_RULES, OPERATOR_NAMESPACE_RULES, WATCHED_NAMESPACE_RULES,
+    LEADER_ELECTION_RULES, NAMESPACE_DELETION_RULES, OPERATOR_NAMESPACE_RULES,
+    WATCHED_NAMESPACE_RULES,
 };
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
@@ -191,6 +192,7 @@ fn assert_rbac_covers(api: &FakeApi) {
         .iter()
         .chain(LEADER_ELECTION_RULES)
         .chain(OPERATOR_NAMESPACE_RULES)
+        .chain(NAMESPACE_DELETION_RULES)
         .collect();
     for r in api.requests() {
         let resource = match &r.subresource {

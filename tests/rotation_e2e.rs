@@ -19,7 +19,8 @@ use nocobase_mail_operator::api::MicrosoftMailIntegration;
 use nocobase_mail_operator::controller::{Context, reconcile};
 use nocobase_mail_operator::microsoft::MicrosoftClient;
 use nocobase_mail_operator::rbac::{
-    LEADER_ELECTION_RULES, OPERATOR_NAMESPACE_RULES, WATCHED_NAMESPACE_RULES,
+    LEADER_ELECTION_RULES, NAMESPACE_DELETION_RULES, OPERATOR_NAMESPACE_RULES,
+    WATCHED_NAMESPACE_RULES,
 };
 use serde_json::{Value, json};
 
@@ -268,6 +269,7 @@ impl H {
             .iter()
             .chain(LEADER_ELECTION_RULES)
             .chain(OPERATOR_NAMESPACE_RULES)
+            .chain(NAMESPACE_DELETION_RULES)
             .collect();
         for r in self.api.requests() {
             let resource = match &r.subresource {

@@ -366,6 +366,15 @@ async fn validate_if_due(
     Some(v)
 }
 
+/// Whether namespace `ns` is being deleted (or gone).
+async fn terminating(ctx: &Context, ns: &str) -> bool {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    match api.get_opt(ns).await {
+        Ok(n) => n.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        Err(_) => false,
+    }
+}
+
 /// On deletion: give back every Deployment field the operator owns. The managed Secret is
 /// garbage-collected with its owner; the user's Secret is never touched. NocoBase's
 /// variables and the email manager's fields were cleaned up before
@@ -373,7 +382,16 @@ async fn validate_if_due(
 async fn cleanup(mmi: &MicrosoftMailIntegration, ctx: &Context) -> Result<Action, Error> {
     let ns = mmi.namespace().unwrap_or_default();
     let deployments = Api::namespaced(ctx.client.clone(), &ns);
-    let all = execute::targeted_deployments(mmi, ctx).await?;
+    let all = match execute::targeted_deployments(mmi, ctx).await {
+        Ok(all) => all,
+        // a watched namespace being deleted takes its Roles with it: nothing in it can be
+        // read any more, and nothing needs giving back (its Deployments go too)
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 403 && terminating(ctx, &ns).await => {
+            info!(namespace = %ns, "namespace being deleted; nothing to give back");
+            vec![]
+        }
+        Err(e) => return Err(e),
+    };
     // only Deployments that exist: a deleted one (or a namespace being deleted) has
     // nothing left to give back, and must never hold the deletion up; and only those this
     // integration injected (status says so, or its own field manager holds fields there):

@@ -115,6 +115,21 @@ nocobase_mail_operator::rbac::LEADER_ELECTION_RULES.
 {{- end }}
 
 {{/*
+Cluster-wide RBAC rules with watchNamespaces: exactly
+nocobase_mail_operator::rbac::NAMESPACE_DELETION_RULES.
+*/}}
+{{- define "nocobase-mail-operator.namespaceDeletionRules" -}}
+# remove the cleanup finalizer in a namespace being deleted, whose Roles are gone
+- apiGroups: ["nocobase-mail-operator.dev"]
+  resources: ["microsoftmailintegrations"]
+  verbs: ["patch"]
+# tell a namespace being deleted from a missing permission
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
+{{- end }}
+
+{{/*
 RBAC rules in the release namespace, always: exactly
 nocobase_mail_operator::rbac::OPERATOR_NAMESPACE_RULES.
 */}}
