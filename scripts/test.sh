@@ -18,12 +18,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# promtool (Debian package prometheus) for the alert-rule tests (tests/monitoring.rs)
-if ! command -v promtool >/dev/null; then
-  echo "== installing promtool (Debian package prometheus)"
+# promtool (Debian package prometheus) for the alert-rule tests (tests/monitoring.rs) and
+# umoci for the image tests (tests/image.rs, scripts/build-image.sh)
+if ! command -v promtool >/dev/null || ! command -v umoci >/dev/null; then
+  echo "== installing promtool and umoci (Debian packages prometheus, umoci)"
   apt-get update -qq -o DPkg::Lock::Timeout=600
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
-    --no-install-recommends prometheus >/dev/null
+    --no-install-recommends prometheus umoci >/dev/null
 fi
 
 REAL=scripts/real-nocobase.sh

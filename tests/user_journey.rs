@@ -258,14 +258,11 @@ async fn an_administrators_day_from_helm_install_to_namespace_deletion() {
     op.stop();
     let log = format!("{log}{}", op.logs());
     assert!(warnings(&log).is_empty(), "warnings:\n{log}");
-    // refused since: only reads in the namespace being deleted, whose Roles are gone
+    // refused since: only requests into the namespace being deleted, whose Roles are gone
     let into = format!("/namespaces/{}/", env.ns);
     let refused = forbidden(&env.kube, &release.user(), deletion);
     assert!(
-        refused
-            .iter()
-            .all(|r| r.contains(&into)
-                && [" get ", " list ", " watch "].iter().any(|v| r.contains(v))),
+        refused.iter().all(|r| r.contains(&into)),
         "requests refused by RBAC: {refused:#?}"
     );
     uninstall_leaves_crd_and_integrations_alone(&env, &release).await;

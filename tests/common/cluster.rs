@@ -54,6 +54,15 @@ impl Env {
         let graph = format!("allowedHosts.graph={{{hosts}}}");
         let mut flags = vec!["--set", &watch, "--set", &authority, "--set", &graph];
         flags.extend(extra);
+        // the cluster-wide objects of a namespaced release, left by an earlier run of the
+        // same test that stopped half-way, would make helm refuse to install
+        let stale = format!("{name}-nocobase-mail-operator-namespace-deletion");
+        self.kube.kubectl_ok(&[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            &stale,
+            "--ignore-not-found",
+        ]);
         Release::install(&self.kube, name, &self.ops, self.minor, &flags)
     }
 

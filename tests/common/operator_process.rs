@@ -112,13 +112,49 @@ impl OperatorProcess {
     /// loopback port is added), `KUBECONFIG=kubeconfig` and `env`; stdout and stderr go
     /// to `log`.
     pub fn start(kubeconfig: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Self {
+        Self::start_command(Command::new(bin()), kubeconfig, args, env, log)
+    }
+
+    /// [`Self::start`] for the image's entrypoint in its unpacked root file system `root`,
+    /// as user 65532 (`unshare` for its own mount, UTS and IPC namespaces, `chroot`; the
+    /// network is the host's, so loopback servers are reached). `kubeconfig` is a path
+    /// inside `root`.
+    pub fn start_in_root(
+        root: &Path,
+        kubeconfig: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        let mut c = Command::new("unshare");
+        c.args([
+            "--ipc",
+            "--uts",
+            "--mount",
+            "chroot",
+            "--userspec=65532:65532",
+        ])
+        .arg(root)
+        .arg("/nocobase-mail-operator")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        Self::start_command(c, Path::new(kubeconfig), args, env, log)
+    }
+
+    fn start_command(
+        mut command: Command,
+        kubeconfig: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
         let listen = format!("127.0.0.1:{}", free_port());
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("the operator's log file");
-        let child = Command::new(bin())
+        let child = command
             .args(args)
             .arg(format!("--listen={listen}"))
             .env("KUBECONFIG", kubeconfig)

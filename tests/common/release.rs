@@ -162,6 +162,22 @@ impl Release {
         log: &Path,
         extra: &[(&str, &str)],
     ) -> OperatorProcess {
+        let (args, mut env, kubeconfig) = self.launch(client, dir).await;
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut p = OperatorProcess::start(&kubeconfig, &args, &env, log);
+        p.wait_ready(60).await;
+        p
+    }
+
+    /// What the release's pod would be started with: the Deployment's arguments (without
+    /// `--listen`), its environment, and a kubeconfig (written into `dir`) holding the
+    /// release's ServiceAccount token.
+    pub async fn launch(
+        &self,
+        client: &Client,
+        dir: &Path,
+    ) -> (Vec<String>, Vec<(String, String)>, std::path::PathBuf) {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &self.namespace);
         let d = deployments
             .get(&self.fullname())
@@ -184,15 +200,14 @@ impl Release {
             .unwrap_or_default();
         let token = service_account_token(client, &self.namespace, &self.fullname()).await;
         let kubeconfig = self.kube.kubeconfig_for_token(&token, &self.namespace, dir);
-        let pod = format!("{}-test-pod", self.fullname());
-        let mut env = vec![
-            ("POD_NAME", pod.as_str()),
-            ("POD_NAMESPACE", self.namespace.as_str()),
-            ("RUST_LOG", rust_log.as_str()),
+        let env = vec![
+            (
+                "POD_NAME".to_owned(),
+                format!("{}-test-pod", self.fullname()),
+            ),
+            ("POD_NAMESPACE".to_owned(), self.namespace.clone()),
+            ("RUST_LOG".to_owned(), rust_log),
         ];
-        env.extend_from_slice(extra);
-        let mut p = OperatorProcess::start(&kubeconfig, &args, &env, log);
-        p.wait_ready(60).await;
-        p
+        (args, env, kubeconfig)
     }
 }
