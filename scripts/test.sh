@@ -37,6 +37,17 @@ setsid bash "$REAL" start >"$LOG" 2>&1 </dev/null &
 start_pid=$!
 setsid bash "$KUBE" start >"$KLOG" 2>&1 </dev/null &
 kube_pid=$!
+# mdBook for the documentation book (tests/book.rs), built from crates.io into target/tools
+BLOG=$(mktemp -t mdbook.XXXXXX.log)
+MDBOOK_VERSION=0.5.4
+export MDBOOK="$PWD/target/tools/bin/mdbook"
+if [[ "$("$MDBOOK" --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]]; then
+  setsid cargo install mdbook --version "$MDBOOK_VERSION" --locked --no-default-features \
+    --root "$PWD/target/tools" >"$BLOG" 2>&1 </dev/null &
+  book_pid=$!
+else
+  book_pid=""
+fi
 
 stop_start() { # pid: a start still running is stopped with its whole group
   if kill -0 "$1" 2>/dev/null; then
@@ -49,9 +60,10 @@ finish() {
   local rc=$?
   stop_start "$start_pid"
   stop_start "$kube_pid"
+  [[ -n "$book_pid" ]] && stop_start "$book_pid"
   bash "$REAL" stop-started || true
   bash "$KUBE" stop-started || true
-  rm -f "$LOG" "$KLOG"
+  rm -f "$LOG" "$KLOG" "$BLOG"
   exit "$rc"
 }
 trap finish EXIT
@@ -91,6 +103,14 @@ echo "== real Kubernetes control plane ready $((SECONDS - t0)) s after this scri
 # shellcheck disable=SC1090
 source "$(bash "$KUBE" env)"
 export KUBE_REAL_REQUIRED=1 NOCOBASE_MAIL_E2E=1
+
+echo "== mdBook: waiting for it"
+if [[ -n "$book_pid" ]] && ! wait "$book_pid"; then
+  cat "$BLOG" >&2
+  echo "FAILED: mdBook could not be installed (see above)" >&2
+  exit 1
+fi
+export BOOK_REQUIRED=1
 
 echo "== cargo test"
 t1=$SECONDS

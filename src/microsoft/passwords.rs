@@ -123,7 +123,7 @@ pub fn classify(status: u16, body: &[u8]) -> GraphError {
         403 => GraphError::new(
             "NotOwner",
             format!(
-                "Microsoft Graph refused the change ({status} {code}: {said}). The app needs the application permission Application.ReadWrite.OwnedBy with admin consent and must be an owner of its own app registration (see the README's one-time set-up)."
+                "Microsoft Graph refused the change ({status} {code}: {said}). The app needs the application permission Application.ReadWrite.OwnedBy with admin consent and must be an owner of its own app registration (see the documentation, Zero-touch rotation > One-time set-up)."
             ),
             false,
         ),
@@ -365,7 +365,7 @@ pub async fn can_rotate(
         message: if owner {
             "The app holds Application.ReadWrite.OwnedBy and owns its registration: it may add and remove its own client secrets.".into()
         } else {
-            "The app holds Application.ReadWrite.OwnedBy but is not an owner of its own registration: add its service principal as an owner (see the README's one-time set-up).".into()
+            "The app holds Application.ReadWrite.OwnedBy but is not an owner of its own registration: add its service principal as an owner (see the documentation, Zero-touch rotation > One-time set-up).".into()
         },
     })
 }

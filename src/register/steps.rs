@@ -311,7 +311,7 @@ async fn owner(
     match dir.write(&req).await {
         Ok(_) => done(lines, "owner: the service principal now owns its application".into()),
         Err(f) if f.denied() => refused.push(format!(
-            "Microsoft Graph refused to make the service principal an owner of its application ({}). Ask an Application Administrator or Cloud Application Administrator to add it (README, Zero-touch rotation > One-time set-up, step 3), or to re-run this command with --with-rotation.",
+            "Microsoft Graph refused to make the service principal an owner of its application ({}). Ask an Application Administrator or Cloud Application Administrator to add it (documentation: Zero-touch rotation > One-time set-up, step 3), or to re-run this command with --with-rotation.",
             f.describe()
         )),
         Err(f) => return Err(failed("add the owner", &f)),
