@@ -1,6 +1,7 @@
 //! `register` through the binary, against the Microsoft tenant emulator: the device code
 //! sign-in (approved, declined, expired, slow_down), the first registration, re-runs that
-//! change nothing or repair, a refused admin consent, replication delay, and --dry-run.
+//! change nothing or repair, a refused admin consent, replication delay (of the service
+//! principal and of the credentials), and --dry-run.
 //! Every run's stdout and stderr (trace logging on) are scanned for the delegated token,
 //! the device code and every secret Value the emulator handed out.
 
@@ -378,6 +379,112 @@ async fn credentials_that_never_replicate_are_reported_after_the_bounded_wait() 
         "the Value is not lost: {}",
         run.stdout
     );
+}
+
+fn service_principal_posts(t: &EntraTenant) -> usize {
+    t.state()
+        .graph
+        .iter()
+        .filter(|(m, p)| m == "POST" && p == "/v1.0/servicePrincipals")
+        .count()
+}
+
+#[tokio::test]
+async fn a_service_principal_refused_while_the_application_replicates_is_asked_again() {
+    let t = EntraTenant::start(Browser::Approves { pending: 0 }).await;
+    t.state().sp_replication = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let tok = token_file(&dir);
+    let started = std::time::Instant::now();
+    let run = register(
+        &t,
+        &[
+            "--access-token-file",
+            &tok,
+            "--output",
+            "yaml",
+            "--include-secret",
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(service_principal_posts(&t), 3, "two refusals, then created");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "paused 1 s, then 2 s"
+    );
+    for said in [
+        "service principal: Microsoft Graph does not know the new application yet (HTTP 400 Request_BadRequest, still replicating); asking again in 1s",
+        "asking again in 2s",
+        "service principal: created",
+        "Microsoft accepts the new credentials",
+    ] {
+        assert!(
+            run.stderr.contains(said),
+            "{said:?} missing:\n{}",
+            run.stderr
+        );
+    }
+    let s = t.state();
+    assert_eq!(s.apps.len(), 1);
+    assert!(s.sps.iter().any(|(_, a)| a == &s.apps[0].app_id));
+    assert_eq!(s.added_secrets.len(), 1);
+}
+
+#[tokio::test]
+async fn an_application_that_never_replicates_is_reported_and_a_rerun_adopts_it() {
+    let t = EntraTenant::start(Browser::Approves { pending: 0 }).await;
+    {
+        let mut s = t.state();
+        s.sp_replication = u32::MAX;
+        s.app_replication = 0;
+        s.secret_replication = 0;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tok = token_file(&dir);
+    let started = std::time::Instant::now();
+    let yaml = ["--output", "yaml", "--include-secret"];
+    let args = [&["--access-token-file", tok.as_str()][..], &yaml].concat();
+    let bounded = [&args[..], &["--propagation-timeout", "3s"]].concat();
+    let run = register(&t, &bounded, true).await;
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(started.elapsed().as_secs() < 30);
+    assert_eq!(service_principal_posts(&t), 3, "at 0 s, 1 s and 3 s");
+    let app_id = t.state().apps[0].app_id.clone();
+    for said in [
+        "Could not create the service principal: Microsoft Graph still did not know the application after 3 attempts over 3s".to_owned(),
+        format!("HTTP 400 Request_BadRequest: The appId '{app_id}' of the service principal does not reference a valid application object."),
+        format!("The app registration 'NocoBase email manager' (client ID {app_id}) stays in place, without a client secret yet: run the same command again with --new-secret"),
+    ] {
+        assert!(run.stderr.contains(&said), "{said:?} missing:\n{}", run.stderr);
+    }
+    assert!(
+        t.state().added_secrets.is_empty(),
+        "no secret before the service principal"
+    );
+    assert!(run.stdout.is_empty(), "no manifest: {}", run.stdout);
+
+    // replicated now: the re-run the message names finishes the job on the same application
+    t.state().sp_replication = 0;
+    let rerun = [&args[..], &["--new-secret"]].concat();
+    let run = register(&t, &rerun, true).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("application 'NocoBase email manager': found"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("service principal: created"),
+        "{}",
+        run.stderr
+    );
+    let s = t.state();
+    assert_eq!(s.apps.len(), 1, "adopted, not created again");
+    assert_eq!(s.added_secrets.len(), 1);
+    assert!(run.stdout.contains(&app_id), "{}", run.stdout);
 }
 
 #[tokio::test]

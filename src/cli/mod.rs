@@ -40,8 +40,8 @@ pub enum Command {
     /// into the cluster (or as YAML). A re-run adds only what is missing.
     ///
     /// Exit status: 0 done, 1 refused or declined, 2 invalid input, 3 Microsoft unavailable
-    /// or the new credentials not accepted in time, 4 done but an optional grant was
-    /// refused, 5 the cluster could not store the result.
+    /// or the new application or credentials not replicated in time, 4 done but an optional
+    /// grant was refused, 5 the cluster could not store the result.
     Register(Box<crate::register::RegisterArgs>),
     /// Print the CustomResourceDefinition YAML (what `kubectl apply -f crds/` installs).
     Crd,

@@ -105,7 +105,8 @@ pub struct RegisterArgs {
     /// Secret holding the NocoBase API key (key api-key).
     #[arg(long, value_name = "NAME", requires = "nocobase_url")]
     pub nocobase_api_key_secret: Option<String>,
-    /// How long to wait for Microsoft to accept the new credentials (Go duration).
+    /// How long to wait for Microsoft to accept the new credentials (Go duration); it also
+    /// bounds the wait for a new application to take its service principal (at most 60s).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_PROPAGATION_TIMEOUT)]
     pub propagation_timeout: String,
     #[command(flatten)]
@@ -245,6 +246,9 @@ impl RegisterArgs {
                 jiff::Timestamp::now().strftime("%Y-%m-%d")
             ),
             secret_end: env.secret_end,
+            replication_budget: self
+                .propagation_timeout()
+                .min(super::replication::SERVICE_PRINCIPAL_WAIT),
         }
     }
 

@@ -4,17 +4,20 @@
 //!
 //! Order: inputs are checked and the cluster is read before the sign-in (a typo costs no
 //! browser round-trip); after it, [`steps`] reads Graph and writes only what is missing;
-//! a new secret is proven with the operator's own client-credentials check
-//! ([`propagation`]) and stored in the cluster (or printed as manifests). Exit statuses:
-//! 0 done, 1 refused by Microsoft or declined, 2 invalid input, 3 Microsoft unavailable or
-//! the new credentials not accepted in time, 4 done but an optional grant was refused,
-//! 5 the cluster could not store the result (a new secret is removed again).
+//! a new application's service principal is asked again while it replicates
+//! ([`replication`]); a new secret is proven with the operator's own client-credentials
+//! check ([`propagation`]) and stored in the cluster (or printed as manifests). Exit
+//! statuses: 0 done, 1 refused by Microsoft or declined, 2 invalid input, 3 Microsoft
+//! unavailable or the new application or credentials not replicated in time, 4 done but
+//! an optional grant was refused, 5 the cluster could not store the result (a new secret
+//! is removed again).
 
 pub mod args;
 pub mod cluster;
 pub mod directory;
 pub mod plan;
 pub mod propagation;
+pub mod replication;
 pub mod signin;
 pub mod steps;
 

@@ -11,14 +11,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::args::Env;
+use super::replication::{FIRST_PAUSE, MAX_PAUSE};
 use crate::input::{RawCredentials, secret_hint};
 use crate::microsoft::{ClientOptions, MicrosoftClient, Outcome, Verdict};
 
 /// AADSTS codes that mean "not there yet" right after creation.
 pub const PROPAGATING: &[i64] = &[700016, 7000215, 7000229];
-
-const FIRST_PAUSE: Duration = Duration::from_secs(1);
-const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 /// Whether a refusal may only be replication lag (pure).
 pub fn still_propagating(v: &Verdict) -> bool {

@@ -3,10 +3,13 @@
 //! [`super::plan`] what is missing, and sending only that. A refused optional grant ends
 //! nothing: what was done stays done, and the refusal is reported in words.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::directory::{Directory, GraphFailure};
 use super::plan::{self, Desired};
+use super::replication::{self, Refused};
 use crate::microsoft::graph::GRAPH_APP_ID;
 use crate::microsoft::passwords::{NewPassword, new_password};
 
@@ -20,6 +23,8 @@ pub struct Options {
     pub no_secret_because: Option<String>,
     pub secret_display_name: String,
     pub secret_end: jiff::Timestamp,
+    /// How long a new application may take to accept its service principal.
+    pub replication_budget: Duration,
 }
 
 /// What the run found and did.
@@ -64,7 +69,12 @@ pub async fn register(dir: &mut Directory, o: &Options) -> Result<Registered, Fa
     let (app, created) = application(dir, o, &mut lines).await?;
     let object_id = text(&app, "id", "{application-object-id}");
     let client_id = text(&app, "appId", "{client-id}");
-    let sp_id = service_principal(dir, &client_id, &mut lines).await?;
+    let app_ref = AppRef {
+        name: text(&app, "displayName", &o.desired.display_name),
+        client_id: client_id.clone(),
+        created,
+    };
+    let sp_id = service_principal(dir, o, &app_ref, &mut lines).await?;
     let secret = client_secret(dir, o, &object_id, created, &mut lines).await?;
     let mut refused = vec![];
     grants(dir, o, &object_id, &sp_id, &mut lines, &mut refused).await?;
@@ -173,9 +183,11 @@ async fn find(dir: &Directory, o: &Options) -> Result<Option<Value>, Failed> {
 
 async fn service_principal(
     dir: &mut Directory,
-    client_id: &str,
+    o: &Options,
+    app: &AppRef,
     lines: &mut Vec<String>,
 ) -> Result<String, Failed> {
+    let client_id = app.client_id.as_str();
     let found = dir
         .read(&plan::find_service_principal(client_id))
         .await
@@ -184,12 +196,51 @@ async fn service_principal(
         done(lines, "service principal: found".into());
         return Ok(text(&sp, "id", "?"));
     }
-    let sp = dir
-        .write(&plan::create_service_principal(client_id))
+    let sp = replication::create_service_principal(dir, client_id, o.replication_budget)
         .await
-        .map_err(|f| failed("create the service principal", &f))?;
+        .map_err(|r| match r {
+            Refused::Graph(f) => failed("create the service principal", &f),
+            Refused::NotReplicated {
+                last,
+                attempts,
+                waited,
+            } => not_replicated(app, &last, attempts, waited),
+        })?;
     done(lines, "service principal: created".into());
     Ok(sp.map_or_else(|| "{service-principal-id}".into(), |v| text(&v, "id", "?")))
+}
+
+/// The application whose service principal is made.
+struct AppRef {
+    name: String,
+    client_id: String,
+    /// Created by this run (so it has no client secret yet).
+    created: bool,
+}
+
+/// The application stays; the report says how a re-run finishes the job.
+fn not_replicated(app: &AppRef, last: &GraphFailure, attempts: u32, waited: Duration) -> Failed {
+    let named = format!(
+        "The app registration '{}' (client ID {})",
+        app.name, app.client_id
+    );
+    let rerun = if app.created {
+        format!(
+            "{named} stays in place, without a client secret yet: run the same command again with --new-secret in a minute or two; it adopts the registration and creates the service principal and a client secret"
+        )
+    } else {
+        format!(
+            "{named} is left as it is: run the same command again in a minute or two; it creates the service principal"
+        )
+    };
+    Failed {
+        message: format!(
+            "Could not create the service principal: Microsoft Graph still did not know the application after {attempts} attempts over {}s (a new application replicates for seconds to minutes; last answer: {}). {rerun}.",
+            waited.as_secs(),
+            last.describe(),
+        ),
+        exit: 3,
+    }
 }
 
 async fn client_secret(

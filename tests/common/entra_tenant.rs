@@ -2,7 +2,8 @@
 //! (`/{tenant}/oauth2/v2.0/devicecode` and the device-code grant, with pending, slow_down,
 //! declined and expired answers), the Graph directory calls `register` makes (applications
 //! found by filter or appId, created and patched; service principals; addPassword and
-//! removePassword; app role assignments that need admin consent; owners) and the
+//! removePassword; app role assignments that need admin consent; owners; a service
+//! principal refused while its new application replicates, when asked) and the
 //! client-credentials grant for the apps it holds, refusing a new app (AADSTS700016) and a
 //! new secret (AADSTS7000215) for a number of requests, as replication does. Status codes
 //! and bodies follow Microsoft's (fixtures in tests/fixtures/microsoft, see SOURCES.md).
@@ -70,6 +71,9 @@ pub struct Tenant {
     pub may_consent: bool,
     /// Token requests a new app / a new secret is refused for.
     pub app_replication: u32,
+    /// `POST /servicePrincipals` requests still answered 400 NoBackingApplicationObject (the
+    /// application not replicated yet), counted down by each one.
+    pub sp_replication: u32,
     pub secret_replication: u32,
     /// Every Graph request: (method, path and query).
     pub graph: Vec<(String, String)>,
@@ -104,6 +108,7 @@ impl EntraTenant {
             assignments: vec![],
             may_consent: true,
             app_replication: 2,
+            sp_replication: 0,
             secret_replication: 2,
             graph: vec![],
             client_credentials: 0,
@@ -152,6 +157,19 @@ fn not_found(id: &str) -> ResponseTemplate {
             "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
         ),
     )
+}
+
+/// Microsoft's answer to a service principal for an application not replicated yet, naming
+/// the appId that was sent.
+fn not_replicated(app_id: &str) -> ResponseTemplate {
+    let body = String::from_utf8(super::fixture(
+        "graph_400_no_backing_application_object.json",
+    ))
+    .unwrap()
+    .replace("11111111-2222-4333-8444-555555555555", app_id);
+    ResponseTemplate::new(400)
+        .insert_header("content-type", "application/json")
+        .set_body_string(body)
 }
 
 fn app_json(a: &App) -> Value {
@@ -365,6 +383,10 @@ fn graph(
         }
         ("POST", ["servicePrincipals"]) => {
             let app_id = body["appId"].as_str().unwrap_or_default().to_owned();
+            if t.sp_replication > 0 {
+                t.sp_replication -= 1;
+                return not_replicated(&app_id);
+            }
             t.next += 1;
             let id = guid(t.next, 0x5e);
             t.sps.push((id.clone(), app_id.clone()));
