@@ -168,6 +168,10 @@ async fn first_registration_signs_in_registers_waits_and_prints_the_manifests() 
         docs[1]["spec"]["secretExpiry"]["expiresAt"],
         app.passwords[0].4.as_str()
     );
+    assert_eq!(
+        docs[1]["spec"]["secretExpiry"]["discoverFromGraph"], false,
+        "no Graph read permission was asked for"
+    );
 }
 
 #[tokio::test]
@@ -233,6 +237,11 @@ async fn a_refused_admin_consent_keeps_the_earlier_steps_and_says_whom_to_ask() 
     assert!(
         run.stdout.contains("kind: MicrosoftMailIntegration"),
         "the manifests are still printed"
+    );
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&run.stdout).unwrap();
+    assert_eq!(
+        docs[1]["spec"]["secretExpiry"]["discoverFromGraph"], true,
+        "on, to work once an administrator grants the consent"
     );
 }
 

@@ -56,9 +56,15 @@ pub fn integration_manifest(n: &Names, s: &SpecInput) -> Value {
     if let Some(h) = &s.graph_host {
         spec["graphHost"] = json!(h);
     }
+    // Graph is read only with a permission this command asked for (Application.Read.All,
+    // or Application.ReadWrite.OwnedBy of an owner for rotation); without one the operator
+    // would be refused (403) at every validation and report "expiry unknown" beside the
+    // stated date. A re-run with the option turns it on.
+    let mut expiry = json!({"discoverFromGraph": s.expiry_discovery || s.rotation});
     if let Some(t) = &s.expires_at {
-        spec["secretExpiry"] = json!({"expiresAt": t});
+        expiry["expiresAt"] = json!(t);
     }
+    spec["secretExpiry"] = expiry;
     if s.rotation {
         spec["rotation"] = json!({"enabled": true});
     }
