@@ -205,6 +205,29 @@ impl Cluster {
             .map_err(|e| words("read the MicrosoftMailIntegration", &e))
     }
 
+    /// Whether applying `body` would leave the integration's spec as it is: the server's own
+    /// answer to the apply as a dry run, compared with the stored object. A no-op apply is
+    /// not free: a server may store it anyway (1.20 does: a new resourceVersion and
+    /// managedFields time), which wakes every watcher. Any doubt (absent, an error)
+    /// says no, and the real apply then reports what is wrong.
+    pub async fn integration_unchanged(&self, body: &Value) -> bool {
+        let Ok(Some(live)) = self.integrations().get_opt(&self.names.integration).await else {
+            return false;
+        };
+        let pp = PatchParams::apply(FIELD_MANAGER).dry_run();
+        match self
+            .integrations()
+            .patch(&self.names.integration, &pp, &Patch::Apply(body))
+            .await
+        {
+            Ok(would) => {
+                serde_json::to_value(&would.spec).ok() == serde_json::to_value(&live.spec).ok()
+                    && would.metadata.labels == live.metadata.labels
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Applies the integration without force: a field someone else set is a conflict
     /// reported, not overwritten.
     pub async fn apply_integration(&self, body: &Value) -> Result<(), String> {

@@ -158,26 +158,35 @@ async fn deliver(
         );
         let _ = s;
     }
-    if spec.expires_at.is_none()
-        && c.integration_exists().await.map_err(|m| Failed {
-            message: m,
-            exit: 5,
-        })?
-    {
+    deliver_integration(c, spec, &manifest).await
+}
+
+/// The integration applied, unless that would change nothing (a re-run) or its expiry
+/// would be lost.
+async fn deliver_integration(
+    c: &Cluster,
+    spec: &SpecInput,
+    manifest: &serde_json::Value,
+) -> Result<(), Failed> {
+    let to_failed = |message| Failed { message, exit: 5 };
+    let said = |what: &str| {
         eprintln!(
-            "  - MicrosoftMailIntegration {}/{}: left as it is (the secret in use was not found in the registration, so its expiry is unknown)",
+            "  - MicrosoftMailIntegration {}/{}: {what}",
             c.names.namespace, c.names.integration
+        )
+    };
+    if spec.expires_at.is_none() && c.integration_exists().await.map_err(to_failed)? {
+        said(
+            "left as it is (the secret in use was not found in the registration, so its expiry is unknown)",
         );
         return Ok(());
     }
-    c.apply_integration(&manifest).await.map_err(|m| Failed {
-        message: m,
-        exit: 5,
-    })?;
-    eprintln!(
-        "  - MicrosoftMailIntegration {}/{}: applied",
-        c.names.namespace, c.names.integration
-    );
+    if c.integration_unchanged(manifest).await {
+        said("unchanged, nothing applied");
+        return Ok(());
+    }
+    c.apply_integration(manifest).await.map_err(to_failed)?;
+    said("applied");
     Ok(())
 }
 
