@@ -48,7 +48,12 @@ impl Env {
 
     /// The chart installed watching only the test's namespace, its hosts allowed.
     pub fn release(&self, name: &str, app: &EntraApp, extra: &[&str]) -> Release {
-        let hosts = host_port(&app.uri());
+        self.release_for(name, &app.uri(), extra)
+    }
+
+    /// [`Self::release`] allowing the Microsoft emulator at `microsoft` (a URL).
+    pub fn release_for(&self, name: &str, microsoft: &str, extra: &[&str]) -> Release {
+        let hosts = host_port(microsoft);
         let watch = format!("watchNamespaces={{{}}}", self.ns);
         let authority = format!("allowedHosts.authority={{{hosts}}}");
         let graph = format!("allowedHosts.graph={{{hosts}}}");

@@ -5,8 +5,12 @@
 //! removePassword; app role assignments that need admin consent; owners; a service
 //! principal refused while its new application replicates, when asked) and the
 //! client-credentials grant for the apps it holds, refusing a new app (AADSTS700016) and a
-//! new secret (AADSTS7000215) for a number of requests, as replication does. Status codes
-//! and bodies follow Microsoft's (fixtures in tests/fixtures/microsoft, see SOURCES.md).
+//! new secret (AADSTS7000215) for a number of requests, as replication does. The tokens of
+//! that grant are honoured by its Graph as an application's: the application's own
+//! registration is readable with the application permission `Application.Read.All`
+//! granted (the `roles` claim), anything else is 403 `Authorization_RequestDenied`, so the
+//! operator can be pointed at the same tenant `register` wrote to. Status codes and bodies
+//! follow Microsoft's (fixtures in tests/fixtures/microsoft, see SOURCES.md).
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -26,6 +30,17 @@ pub const DEVICE_CODE: &str =
     "HAQABAAEAAAD--DLA3VO7QrddgJg7Wevr0WV9SxplIjUaZuAytY5xuFmkKNvO1AmBDEPZC";
 pub const GRAPH_SP_ID: &str = "7f3e2d1c-0b9a-4887-a665-544332211000";
 const GRAPH_APP: &str = "00000003-0000-0000-c000-000000000000";
+/// Microsoft Graph's application permissions by app role ID (the `roles` claim's names).
+const GRAPH_ROLES: [(&str, &str); 2] = [
+    (
+        "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
+        "Application.Read.All",
+    ),
+    (
+        "18a4783c-866b-4cc7-a460-3d5e5662c884",
+        "Application.ReadWrite.OwnedBy",
+    ),
+];
 
 /// How the administrator answers in the browser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +92,9 @@ pub struct Tenant {
     pub secret_replication: u32,
     /// Every Graph request: (method, path and query).
     pub graph: Vec<(String, String)>,
+    /// Every Graph request made with an application's token (the operator's): (method,
+    /// path and query), kept apart from the administrator's in `graph`.
+    pub app_graph: Vec<(String, String)>,
     pub client_credentials: u32,
     pub added_secrets: Vec<String>,
     next: u32,
@@ -111,6 +129,7 @@ impl EntraTenant {
             sp_replication: 0,
             secret_replication: 2,
             graph: vec![],
+            app_graph: vec![],
             client_credentials: 0,
             added_secrets: vec![],
             next: 0,
@@ -229,13 +248,18 @@ impl Respond for Responder {
             Some(q) => format!("{path}?{q}"),
             None => path.clone(),
         };
-        t.graph.push((req.method.to_string(), full));
-        let authorized = req
+        let bearer = req
             .headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            == Some(&format!("Bearer {ADMIN_TOKEN}"));
-        if !authorized {
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if let Some(claims) = app_token_claims(bearer) {
+            t.app_graph.push((req.method.to_string(), full));
+            return as_application(&t, req.method.as_str(), &path, &claims);
+        }
+        t.graph.push((req.method.to_string(), full));
+        if bearer != ADMIN_TOKEN {
             return graph_error(
                 401,
                 "InvalidAuthenticationToken",
@@ -289,13 +313,73 @@ fn client_credentials(t: &mut Tenant, client_id: &str, secret: &str) -> Response
         return json_response(401, "aadsts7000215.json");
     }
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let claims = json!({"aud": "https://graph.microsoft.com", "appid": client_id, "tid": TENANT, "roles": []});
+    let mut claims =
+        json!({"aud": "https://graph.microsoft.com", "appid": client_id, "tid": TENANT});
+    // Microsoft puts the granted application permissions in `roles`, and leaves the claim
+    // out when there are none
+    let roles = granted_roles(t, client_id);
+    if !roles.is_empty() {
+        claims["roles"] = json!(roles);
+    }
     let token = format!(
         "{}.{}.FAKE-EMULATOR-TOKEN",
         b64.encode(br#"{"typ":"JWT","alg":"none"}"#),
         b64.encode(claims.to_string())
     );
     ResponseTemplate::new(200).set_body_json(json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}))
+}
+
+/// The names of Microsoft Graph's application permissions granted to `client_id`'s service
+/// principal.
+fn granted_roles(t: &Tenant, client_id: &str) -> Vec<&'static str> {
+    let Some((sp, _)) = t.sps.iter().find(|(_, a)| a == client_id) else {
+        return vec![];
+    };
+    t.assignments
+        .iter()
+        .filter(|(p, r, _)| p == sp && r == GRAPH_SP_ID)
+        .filter_map(|(_, _, role)| GRAPH_ROLES.iter().find(|(id, _)| id == role))
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// The claims of a token this tenant's client-credentials grant issued (None: another token).
+fn app_token_claims(bearer: &str) -> Option<Value> {
+    let payload = bearer
+        .strip_suffix(".FAKE-EMULATOR-TOKEN")?
+        .split('.')
+        .nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Graph as an application sees it: its own registration with `Application.Read.All`, or
+/// with `Application.ReadWrite.OwnedBy` when it owns it, and 403
+/// `Authorization_RequestDenied` for everything else (Microsoft's insufficient privileges
+/// answer).
+fn as_application(t: &Tenant, method: &str, path: &str, claims: &Value) -> ResponseTemplate {
+    let has = |role: &str| {
+        claims["roles"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r == role))
+    };
+    let caller = claims["appid"].as_str().unwrap_or_default();
+    let caller_sp = t.sps.iter().find(|(_, a)| a == caller).map(|(id, _)| id);
+    let seg = path.trim_start_matches("/v1.0/");
+    let app = key_of(seg).and_then(|k| t.apps.iter().find(|a| a.app_id == k));
+    let may_read = |a: &App| {
+        has("Application.Read.All")
+            || (has("Application.ReadWrite.OwnedBy")
+                && caller_sp.is_some_and(|sp| a.owners.contains(sp)))
+    };
+    match (method, app) {
+        ("GET", Some(a)) if may_read(a) && seg.starts_with("applications(") => {
+            ResponseTemplate::new(200).set_body_json(app_json(a))
+        }
+        _ => json_response(403, "graph_403_authorization_request_denied.json"),
+    }
 }
 
 /// `(appId='X')` in a path segment.
