@@ -82,11 +82,7 @@ async fn rotate_and_approve_retire_are_acted_on_within_seconds_through_the_watch
     })
     .await;
 
-    op.stop();
-    let log = op.logs();
-    assert!(warnings(&log).is_empty(), "warnings:\n{log}");
-    let refused = forbidden(&env.kube, &release.user(), mark);
-    assert!(refused.is_empty(), "requests refused by RBAC: {refused:#?}");
+    stop_clean(&env, &mut op, &release, mark, &[OLD]);
     env.cleanup().await;
 }
 
@@ -138,10 +134,6 @@ async fn deletion_releases_the_deployment_gc_removes_the_managed_secret_and_noth
     );
     // a few seconds for late reconciles of the deleted object
     tokio::time::sleep(Duration::from_secs(3)).await;
-    op.stop();
-    let log = op.logs();
-    assert!(warnings(&log).is_empty(), "warnings:\n{log}");
-    let refused = forbidden(&env.kube, &release.user(), mark);
-    assert!(refused.is_empty(), "requests refused by RBAC: {refused:#?}");
+    stop_clean(&env, &mut op, &release, mark, &[OLD]);
     env.cleanup().await;
 }

@@ -193,6 +193,24 @@ pub fn warnings(log: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Stops the operator and checks what every real-cluster test expects of a run: no WARN or
+/// ERROR in its log, none of `secrets` in it, no request of the release refused by RBAC
+/// since the audit `mark`.
+pub fn stop_clean(
+    env: &Env,
+    op: &mut OperatorProcess,
+    release: &Release,
+    mark: u64,
+    secrets: &[&str],
+) {
+    op.stop();
+    let log = op.logs();
+    assert!(warnings(&log).is_empty(), "warnings:\n{log}");
+    super::assert_no_secret(&log, secrets);
+    let refused = forbidden(&env.kube, &release.user(), mark);
+    assert!(refused.is_empty(), "requests refused by RBAC: {refused:#?}");
+}
+
 /// Every request of `user` refused with 403 after `mark`, from the audit log.
 pub fn forbidden(kube: &RealKube, user: &str, mark: u64) -> Vec<String> {
     let Some(audit) = kube.audit() else {
