@@ -1,4 +1,5 @@
-//! Issue 19 items 1, 4, 5, 9 and 10, through the program a user meets: the chart installed
+//! Issue 19 items 1, 2, 4, 5, 9 and 10 (3, 6, 7 and 8: tests/security_bounds_real.rs),
+//! through the program a user meets: the chart installed
 //! with the real helm under its **default** allow-lists, the operator binary under the
 //! release's ServiceAccount on the real control plane, resources applied with kubectl as
 //! an integration's author would, and every http:// request the operator makes to any
