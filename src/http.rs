@@ -53,6 +53,16 @@ pub fn within_deadline(
     }
 }
 
+/// The timeout [`within_deadline`] gives a request sent now, and whether what is left of
+/// the reconcile's I/O budget (rather than `request_timeout`) set it: a timeout message
+/// must name the limit that cut the request.
+pub fn request_limit(request_timeout: Duration) -> (Duration, bool) {
+    match io_time_left() {
+        Some(left) if left < request_timeout => (left.max(Duration::from_millis(1)), true),
+        _ => (request_timeout, false),
+    }
+}
+
 /// Largest response body read from Microsoft or NocoBase. Every real answer is a few KiB
 /// (an app registration with many credentials stays far below); a larger body is refused so
 /// that a chosen URL cannot exhaust the operator's memory (the chart's limit is 128 MiB).

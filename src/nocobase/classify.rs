@@ -328,11 +328,16 @@ pub fn transport(
     at: &Endpoint<'_>,
     op: Op,
     failure: TransportFailure,
-    timeout: Duration,
+    (timeout, by_budget): (Duration, bool),
 ) -> SyncError {
     let base = at.base;
     let action = op.action();
     let message = match failure {
+        // cut by the reconcile's budget: the time left, and the flag that sets it
+        TransportFailure::Timeout if by_budget => format!(
+            "NocoBase at {base} did not answer {action} within {:.1} s, what was left of this reconcile's I/O budget (--reconcile-io-deadline). Check that NocoBase is not overloaded; the operator will try again",
+            timeout.as_secs_f32()
+        ),
         TransportFailure::Timeout => format!(
             "NocoBase at {base} did not answer {action} within {} s. Check that NocoBase is running and reachable from the operator (Service, NetworkPolicy, HTTPS_PROXY/NO_PROXY); the operator will try again",
             timeout.as_secs_f32()

@@ -388,13 +388,14 @@ impl NocoBaseClient {
             }
             None => &[],
         };
+        let limit = crate::http::request_limit(self.request_timeout);
         let req = crate::http::within_deadline(req, self.request_timeout);
         let t0 = Instant::now();
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
                 self.observe(op, 0, t0.elapsed());
-                return Err(self.transport_failure(op, &e));
+                return Err(self.transport_failure(op, &e, limit));
             }
         };
         let status = resp.status().as_u16();
@@ -402,7 +403,9 @@ impl NocoBaseClient {
         self.observe(op, status, t0.elapsed());
         let body = match body {
             Ok(b) => b,
-            Err(crate::http::BodyError::Transport(e)) => return Err(self.transport_failure(op, &e)),
+            Err(crate::http::BodyError::Transport(e)) => {
+                return Err(self.transport_failure(op, &e, limit));
+            }
             Err(crate::http::BodyError::TooLarge) => {
                 return Err(classify::too_large(&self.endpoint(), op));
             }
@@ -430,9 +433,11 @@ impl NocoBaseClient {
         classify::unreadable(&self.endpoint(), op, status)
     }
 
-    fn transport_failure(&self, op: Op, e: &reqwest::Error) -> SyncError {
+    /// `limit`: the request's timeout and whether the reconcile's I/O budget set it
+    /// ([`crate::http::request_limit`]).
+    fn transport_failure(&self, op: Op, e: &reqwest::Error, limit: (Duration, bool)) -> SyncError {
         let failure = crate::http::transport_failure(e);
-        classify::transport(&self.endpoint(), op, failure, self.request_timeout)
+        classify::transport(&self.endpoint(), op, failure, limit)
     }
 
     fn endpoint(&self) -> Endpoint<'_> {
