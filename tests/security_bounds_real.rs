@@ -578,3 +578,53 @@ async fn a_slow_nocobase_does_not_stall_other_integrations() {
     op.stop();
     env.cleanup().await;
 }
+
+/// Item 8, the other bound: with `--reconcile-io-deadline` (the chart's
+/// `reconcileIoDeadlineSeconds`) at 4 s, a reconcile whose NocoBase answers after 14 s
+/// ends at its budget and records why, instead of holding its slot for the answer (and for
+/// the sync's next requests). The one value changed from the chart's defaults: at 60 s the
+/// test would wait a minute for the same observation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_ends_at_its_io_deadline() {
+    let Some(env) = Env::new("b-deadline").await else {
+        return;
+    };
+    let app = EntraApp::start(OLD, FAR).await;
+    let emulator = NocoBase::with_collections([]);
+    let behind = emulator.serve().await;
+    let nb = slow_nocobase(Duration::from_secs(14), behind.uri()).await;
+    let release = env.release(
+        "bdeadline",
+        &app,
+        &["--set", "reconcileIoDeadlineSeconds=4"],
+    );
+    let vars = through(&nb.url);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut op = env.run_with(&release, &vars).await;
+    env.apply(&user_secret("entra", OLD));
+    env.apply(&secret("nocobase-api-key", "api-key", API_KEY));
+    let t0 = Instant::now();
+    let spec = json!({"targets": [], "nocobase": own_nocobase(&env, "LATE")});
+    env.apply(&integration("late", &app, spec));
+    let deadline = t0 + Duration::from_secs(12);
+    while env.condition("late", "NocoBaseSynced").await.0.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = t0.elapsed();
+    let (reason, message) = env.condition_message("late", "NocoBaseSynced").await;
+    say(&format!(
+        "item 8: with a 4 s I/O budget, NocoBaseSynced {reason} after {:.1} s against a NocoBase answering after 14 s",
+        took.as_secs_f64()
+    ));
+    assert!(
+        !reason.is_empty(),
+        "no status in 12 s: the reconcile waited for NocoBase"
+    );
+    assert_eq!(env.condition("late", "CredentialsValid").await.0, "True");
+    assert!(
+        message.contains("--reconcile-io-deadline"),
+        "{reason}: {message}"
+    );
+    op.stop();
+    env.cleanup().await;
+}

@@ -1,11 +1,10 @@
 //! Issue 19 items 1, 2, 4, 5, 9 and 10 (3, 6, 7 and 8: tests/security_bounds_real.rs),
-//! through the program a user meets: the chart installed
-//! with the real helm under its **default** allow-lists, the operator binary under the
-//! release's ServiceAccount on the real control plane, resources applied with kubectl as
-//! an integration's author would, and every http:// request the operator makes to any
-//! host sent through a forward proxy (`HTTP_PROXY`) that is the NocoBase emulator: it sees
-//! the host each request was meant for and the credential it carried, so "nothing was
-//! sent" is observed, not assumed.
+//! through the program a user meets: the chart installed with the real helm under its
+//! **default** allow-lists, the operator binary under the release's ServiceAccount on the
+//! real control plane, resources applied with kubectl as an integration's author would,
+//! and every http:// request the operator makes to any host sent through a forward proxy
+//! (`HTTP_PROXY`) that is the NocoBase emulator: it sees the host each request was meant
+//! for and the credential it carried, so "nothing was sent" is observed, not assumed.
 //!
 //! Runs against the cluster of `scripts/real-kube.sh`, like tests/kube_real.rs; skips,
 //! saying so, without one, unless `KUBE_REAL_REQUIRED=1`.
