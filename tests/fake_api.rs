@@ -832,3 +832,56 @@ async fn streaming_list_watcher_gets_initial_events_and_bookmark() {
     let verbs: Vec<String> = fake.requests().iter().map(|r| r.verb.clone()).collect();
     assert_eq!(verbs, ["watch"]);
 }
+
+/// What kube-apiserver 1.20 answers a GitOps tool's apply that drops a container the
+/// operator co-owns (tests/user_journey.rs): the container stays with the operator's env
+/// but without an image, which is invalid.
+#[tokio::test]
+async fn a_deployment_left_without_an_image_is_refused() {
+    let fake = FakeApi::new();
+    let deploys: Api<Deployment> = Api::namespaced(fake.client(), "default");
+    let mut two = deployment(json!([]));
+    let sidecar = json!({"name": "sidecar", "image": "busybox"});
+    let containers = two["spec"]["template"]["spec"]["containers"].as_array_mut();
+    containers.unwrap().push(sidecar);
+    let gitops = PatchParams::apply("gitops");
+    deploys
+        .patch("web", &gitops, &Patch::Apply(&two))
+        .await
+        .unwrap();
+    let operator = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "sidecar", "env": [{"name": "X", "value": "1"}]}]}}}});
+    deploys
+        .patch(
+            "web",
+            &PatchParams::apply("operator"),
+            &Patch::Apply(&operator),
+        )
+        .await
+        .unwrap();
+    let (code, reason, message) = api_code(
+        deploys
+            .patch("web", &gitops, &Patch::Apply(deployment(json!([]))))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(
+        message.ends_with("spec.template.spec.containers[1].image: Required value"),
+        "{message}"
+    );
+    assert_eq!(
+        deploys
+            .get("web")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers
+            .len(),
+        2
+    );
+}

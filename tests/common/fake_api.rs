@@ -737,6 +737,33 @@ impl ApiErr {
     }
 }
 
+/// What a real API server refuses on every write of a Deployment (422): no selector, no
+/// container, a container without an image. (A GitOps tool's apply that drops a container
+/// the operator co-owns leaves it without an image, and kube-apiserver 1.20 refuses it so,
+/// see tests/user_journey.rs.)
+fn validate(t: &Target, name: &str, obj: &Value) -> Result<(), ApiErr> {
+    if t.group != "apps" || t.resource != "deployments" {
+        return Ok(());
+    }
+    let invalid = |field: &str| {
+        let msg = format!("Deployment.apps \"{name}\" is invalid: {field}: Required value");
+        Err(ApiErr::new(422, "Invalid", msg).with_details(name, t))
+    };
+    let spec = &obj["spec"];
+    if spec["selector"].is_null() {
+        return invalid("spec.selector");
+    }
+    let containers = spec["template"]["spec"]["containers"].as_array();
+    let Some(containers) = containers.filter(|c| !c.is_empty()) else {
+        return invalid("spec.template.spec.containers");
+    };
+    let no_image = |c: &Value| c["image"].as_str().is_none_or(str::is_empty);
+    match containers.iter().position(no_image) {
+        Some(i) => invalid(&format!("spec.template.spec.containers[{i}].image")),
+        None => Ok(()),
+    }
+}
+
 fn qualified(t: &Target) -> String {
     if t.group.is_empty() {
         t.resource.clone()
@@ -885,6 +912,20 @@ impl State {
                 (new, vec![(s, scope)])
             }
         };
+        let target = Target {
+            group: gr.0.clone(),
+            version: String::new(),
+            resource: gr.1.clone(),
+            namespace: None,
+            name: None,
+            sub: None,
+        };
+        if let Err(e) = validate(&target, name, &new) {
+            panic!(
+                "FakeApi: a real API server refuses this object: {}",
+                e.message
+            );
+        }
         let mut managers = old.as_ref().map(|o| o.managers.clone()).unwrap_or_default();
         let lists = self.lists_for(gr);
         for (s, scope) in scopes {
@@ -1263,6 +1304,7 @@ impl State {
         }
         let has_status = self.has_status_sub(&t.resource);
         let new = isolate(Some(&old.obj), cand, t.is_status(), has_status);
+        validate(t, &name, &new)?;
         let mut managers = old.managers.clone();
         let lists = self.lists_for(&gr);
         update_ownership(
@@ -1449,6 +1491,7 @@ impl State {
                 true,
             ))
         } else {
+            validate(t, &name, &merged)?;
             Ok((
                 self.commit(&gr, t.ns(), &name, merged, managers, status_write),
                 false,
@@ -1487,21 +1530,7 @@ impl State {
             )
             .with_details(name, t))
         };
-        if t.group == "apps" && t.resource == "deployments" {
-            if obj["spec"]["selector"].is_null() {
-                return invalid("Deployment.apps", "spec.selector", "Required value");
-            }
-            if obj["spec"]["template"]["spec"]["containers"]
-                .as_array()
-                .is_none_or(Vec::is_empty)
-            {
-                return invalid(
-                    "Deployment.apps",
-                    "spec.template.spec.containers",
-                    "Required value",
-                );
-            }
-        }
+        validate(t, name, obj)?;
         let note = obj["note"].as_str().unwrap_or_default();
         if t.group == "events.k8s.io" && note.len() > 1024 {
             return invalid(
