@@ -561,11 +561,16 @@ async fn deletion_restores_deployments_and_leaves_user_secret() {
         before,
         "Deployment exactly as the user had it"
     );
-    assert!(
-        h.api
-            .get("v1", "Secret", NS, "outlook-microsoft-credentials")
-            .is_none(),
-        "managed Secret goes with its owner"
+    // the managed Secret goes with its owner, by the garbage collector of a real control
+    // plane (tests/kube_real.rs sees it go); the fake collects nothing, so it is still here,
+    // its owner named for the collector
+    let managed = h
+        .api
+        .get("v1", "Secret", NS, "outlook-microsoft-credentials");
+    let owner = &managed.expect("not collected by the fake")["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["name"].as_str(), owner["controller"].as_bool()),
+        (Some("outlook"), Some(true))
     );
     assert_eq!(
         h.api.get("v1", "Secret", NS, "entra").unwrap(),
@@ -1219,6 +1224,88 @@ async fn a_second_integration_on_another_container_gets_env_conflict_too() {
             "MICROSOFT_TENANT_ID"
         ]
     );
+}
+
+/// A conflict between field managers is the real API server's to find (tests/kube_real.rs
+/// has one); here it is injected: a 409 on the Deployment's apply is reported as
+/// `EnvConflict`, never forced, and the next round applies.
+#[tokio::test]
+async fn a_conflict_on_the_deployment_apply_is_env_conflict_until_it_goes() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.deployment("nocobase", json!([]));
+    h.integration("outlook", "entra", json!([{"deploymentName": "nocobase"}]));
+    h.reconcile("outlook").await; // the finalizer
+    h.api.set_fail_next("patch", "deployments", 409);
+    h.reconcile("outlook").await;
+    let (status, reason, message) = h.condition("outlook", "Injected");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "EnvConflict"));
+    assert!(
+        message.contains("injected failure (409 Conflict)"),
+        "{message}"
+    );
+    assert!(annotation(&h.dep("nocobase")).is_none());
+    let applies = h
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "deployments");
+    let applies: Vec<_> = applies.filter(|r| r.verb == "patch").collect();
+    assert_eq!(applies.len(), 1, "{applies:?}");
+    assert!(!applies[0].force, "never forced");
+    h.settle("outlook").await;
+    assert_eq!(h.condition("outlook", "Injected").1, "Injected");
+    assert!(annotation(&h.dep("nocobase")).is_some());
+}
+
+/// Whether `f` holds within 10 s.
+async fn eventually(f: impl Fn() -> bool) -> bool {
+    for _ in 0..400 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// The controller's watches survive an API server that drops them: a Deployment created
+/// afterwards is still found.
+#[tokio::test]
+async fn the_controller_watches_again_after_its_watches_are_dropped() {
+    let h = harness().await;
+    h.secret("entra", GOOD);
+    h.integration("outlook", "entra", json!([{"deploymentName": "nocobase"}]));
+    let ready = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(nocobase_mail_operator::controller::run_controller(
+        h.api.client(),
+        Some(NS.into()),
+        Arc::clone(&h.ctx),
+        CacheSync::new(1, Arc::clone(&ready)),
+    ));
+    let synced = || ready.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(eventually(synced).await, "caches never synced");
+    let watches = h
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "watch")
+        .count();
+    assert!(h.api.drop_watches() > 0);
+    h.deployment("nocobase", json!([]));
+    let injected = || annotation(&h.dep("nocobase")).is_some();
+    assert!(
+        eventually(injected).await,
+        "the late Deployment was never injected"
+    );
+    let again = h
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "watch")
+        .count();
+    assert!(again > watches, "watched again: {watches} then {again}");
+    task.abort();
 }
 
 /// A NocoBase emulator and an integration `outlook` synced into it.

@@ -1,17 +1,26 @@
-//! An in-process fake Kubernetes API server that plugs into [`kube::Client`].
+//! An in-process fake Kubernetes API server that plugs into [`kube::Client`], for what a
+//! real API server cannot give: fast unit-level runs of the reconciler (no process, no
+//! network, a clock of the test's own) and faults on demand: the next request failing with
+//! any status ([`FakeApi::set_fail_next`]: a 409 conflict, 410, 429, 5xx), dropped watches
+//! ([`FakeApi::drop_watches`]) and latency ([`FakeApi::set_latency`]).
+//!
+//! What only a real API server decides is tested on the real control plane of
+//! `scripts/real-kube.sh` (`tests/kube_real.rs`, `tests/user_journey.rs`): field ownership
+//! and `managedFields`, conflicts between field managers, list merges from a CRD's schema,
+//! owner-reference garbage collection. The fake has none of them. Its server-side apply
+//! merges the lists the operator writes by key and removes what a field manager stopped
+//! applying unless another manager applies it or someone changed it since; it never
+//! answers a conflict (as if forced) and shows no `managedFields`; deleting an owner
+//! collects nothing.
 //!
 //! [`FakeApi`] is a `tower::Service` holding every object as `serde_json::Value`, keyed by
-//! (API group, resource plural, namespace, name). Paths are parsed generically, so any
-//! group/version/resource works; [`FakeApi::register_kind`] only teaches the helpers and the
-//! `List` kinds about a CRD. It serves what the operator and kube-runtime send: GET, LIST and
-//! WATCH (streamed, resumable from a resourceVersion, `timeoutSeconds`), POST, PATCH (merge
-//! and JSON patches through the `json-patch` crate kube itself uses, and a
-//! field-ownership-tracking server-side apply), DELETE (finalizers, owner-reference garbage
-//! collection), the `/status` subresource and metadata-only (`PartialObjectMetadata`)
-//! requests. Lists merge as their schema says (`x-kubernetes-list-type`): the built-in
-//! types' list-map keys as Kubernetes publishes them, a stored CRD's from its own schema,
-//! every other list atomic. PUT, strategic-merge patches, label and field selectors and
-//! collection deletes are refused: the operator sends none. Every request is recorded.
+//! (API group, resource plural, namespace, name); paths are parsed generically. It serves
+//! GET, LIST and WATCH (resumable from a resourceVersion, `timeoutSeconds`), POST, PATCH
+//! (merge, JSON, apply), DELETE (finalizers), the `/status` subresource and metadata-only
+//! (`PartialObjectMetadata`) requests, and refuses what a real server refuses and the
+//! operator meets (an invalid Deployment, a create in a terminating namespace, an Event
+//! note over 1,024 bytes). PUT, strategic-merge patches, selectors, collection deletes and
+//! `generateName` are refused: the operator sends none. Every request is recorded.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -26,12 +35,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-/// Watch history kept for resuming watches; older resourceVersions get `410 Expired`.
-const LOG_CAP: usize = 100_000;
-
+/// Metadata the server sets, never taken from a request.
 const SYSTEM_META: &[&str] = &[
-    "name",
-    "namespace",
     "uid",
     "resourceVersion",
     "generation",
@@ -42,21 +47,31 @@ const SYSTEM_META: &[&str] = &[
     "selfLink",
 ];
 
-// ---------------------------------------------------------------------------------------------
-// Public types
-// ---------------------------------------------------------------------------------------------
+/// The lists merged by key (`x-kubernetes-list-type: map`) in what the operator applies,
+/// by field path with list items transparent; every other list is atomic.
+const LIST_MAPS: &[(&str, &str)] = &[
+    ("spec.template.spec.containers", "name"),
+    ("spec.template.spec.containers.env", "name"),
+    ("spec.template.spec.initContainers", "name"),
+    ("spec.template.spec.initContainers.env", "name"),
+    ("status.conditions", "type"),
+];
+
+/// The kinds known from the start: (apiVersion, kind, plural, namespaced, status subresource).
+const KINDS: &[(&str, &str, &str, bool, bool)] = &[
+    ("v1", "Secret", "secrets", true, false),
+    ("v1", "ConfigMap", "configmaps", true, false),
+    ("v1", "Namespace", "namespaces", false, true),
+    ("apps/v1", "Deployment", "deployments", true, true),
+    ("events.k8s.io/v1", "Event", "events", true, false),
+    ("coordination.k8s.io/v1", "Lease", "leases", true, false),
+];
 
 /// One request the fake served (or refused), in arrival order.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RecordedRequest {
     /// "get" | "list" | "watch" | "create" | "patch" | "delete" (else "unsupported")
     pub verb: String,
-    /// HTTP method, e.g. "PATCH".
-    pub method: String,
-    /// Request path without the query string.
-    pub path: String,
-    /// Raw query string ("" when absent).
-    pub query: String,
     /// "" for the core group.
     pub api_group: String,
     pub api_version: String,
@@ -70,8 +85,6 @@ pub struct RecordedRequest {
     pub patch_type: Option<String>,
     /// `force=true` on an apply.
     pub force: bool,
-    pub label_selector: Option<String>,
-    pub field_selector: Option<String>,
     /// The Accept header asked for `PartialObjectMetadata(List)`.
     pub metadata_only: bool,
     /// A server-side apply that created the object (RBAC needs `create` for it).
@@ -86,32 +99,28 @@ impl RecordedRequest {
     pub fn is_write(&self) -> bool {
         matches!(self.verb.as_str(), "create" | "patch" | "delete")
     }
-}
-
-/// The fields one field manager owns on an object, rendered like the paths in Kubernetes'
-/// conflict messages (`.spec.template.spec.containers[name="app"].env[name="X"].value`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldOwnership {
-    pub manager: String,
-    /// "Apply" or "Update".
-    pub operation: String,
-    /// "" or "status".
-    pub subresource: String,
-    pub fields: BTreeSet<String>,
-}
-
-impl FieldOwnership {
-    pub fn owns(&self, path: &str) -> bool {
-        self.fields.contains(path)
+    fn gr(&self) -> Gr {
+        (self.api_group.clone(), self.resource.clone())
+    }
+    fn ns(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+    fn obj_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+    fn is_status(&self) -> bool {
+        self.subresource.as_deref() == Some("status")
+    }
+    fn full_api_version(&self) -> String {
+        match self.api_group.as_str() {
+            "" => self.api_version.clone(),
+            g => format!("{g}/{}", self.api_version),
+        }
     }
 }
 
-/// Response body of the fake: a complete JSON document, or a never-ending watch stream.
-pub struct FakeBody {
-    inner: BodyInner,
-}
-
-enum BodyInner {
+/// Response body of the fake: a complete JSON document, or a watch stream.
+pub enum FakeBody {
     Full(Option<Bytes>),
     Watch {
         initial: VecDeque<Bytes>,
@@ -119,14 +128,6 @@ enum BodyInner {
         rx: Option<mpsc::UnboundedReceiver<Bytes>>,
         deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     },
-}
-
-impl FakeBody {
-    fn full(bytes: Vec<u8>) -> Self {
-        FakeBody {
-            inner: BodyInner::Full(Some(Bytes::from(bytes))),
-        }
-    }
 }
 
 impl http_body::Body for FakeBody {
@@ -137,49 +138,41 @@ impl http_body::Body for FakeBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        match &mut self.get_mut().inner {
-            BodyInner::Full(b) => Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b)))),
-            BodyInner::Watch {
+        let next = match self.get_mut() {
+            FakeBody::Full(b) => b.take(),
+            FakeBody::Watch {
                 initial,
                 rx,
                 deadline,
-            } => {
-                if let Some(b) = initial.pop_front() {
-                    return Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+            } => match initial.pop_front() {
+                Some(b) => Some(b),
+                None => {
+                    if deadline
+                        .as_mut()
+                        .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+                    {
+                        *rx = None;
+                    }
+                    match rx.as_mut().map(|r| r.poll_recv(cx)) {
+                        Some(Poll::Pending) => return Poll::Pending,
+                        Some(Poll::Ready(b)) => b,
+                        None => None,
+                    }
                 }
-                if let Some(d) = deadline
-                    && d.as_mut().poll(cx).is_ready()
-                {
-                    *rx = None;
-                    return Poll::Ready(None);
-                }
-                let Some(r) = rx else {
-                    return Poll::Ready(None);
-                };
-                match r.poll_recv(cx) {
-                    Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
-                    Poll::Ready(None) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
+            },
+        };
+        Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.inner, BodyInner::Full(None))
+        matches!(self, FakeBody::Full(None))
     }
 }
 
 /// The fake API server. Cheap to clone; all clones share the same state.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
-}
-
-impl Default for FakeApi {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl tower::Service<http::Request<kube::client::Body>> for FakeApi {
@@ -196,83 +189,23 @@ impl tower::Service<http::Request<kube::client::Body>> for FakeApi {
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let bytes = body.collect_bytes().await.unwrap_or_default();
+            let latency = this.lock().latency;
+            tokio::time::sleep(latency).await;
             Ok(this.handle(&parts, &bytes))
         })
     }
 }
 
 impl FakeApi {
-    /// An empty cluster that knows the common built-in kinds. Built-in resources that have a
-    /// status subresource in a real cluster (deployments, statefulsets, pods, ...) are
-    /// registered as such.
+    /// An empty cluster that knows the kinds the operator uses ([`KINDS`]).
     pub fn new() -> Self {
-        let mut kinds = Vec::new();
-        for (av, kind, plural, namespaced) in [
-            ("v1", "Secret", "secrets", true),
-            ("v1", "ConfigMap", "configmaps", true),
-            ("v1", "Pod", "pods", true),
-            ("v1", "Service", "services", true),
-            ("v1", "ServiceAccount", "serviceaccounts", true),
-            ("v1", "Event", "events", true),
-            ("v1", "Namespace", "namespaces", false),
-            ("apps/v1", "Deployment", "deployments", true),
-            ("apps/v1", "StatefulSet", "statefulsets", true),
-            ("apps/v1", "ReplicaSet", "replicasets", true),
-            ("apps/v1", "DaemonSet", "daemonsets", true),
-            ("batch/v1", "Job", "jobs", true),
-            ("batch/v1", "CronJob", "cronjobs", true),
-            ("events.k8s.io/v1", "Event", "events", true),
-            ("coordination.k8s.io/v1", "Lease", "leases", true),
-            (
-                "apiextensions.k8s.io/v1",
-                "CustomResourceDefinition",
-                "customresourcedefinitions",
-                false,
-            ),
-        ] {
-            kinds.push(KindInfo::new(av, kind, plural, namespaced));
-        }
-        let status_sub = [
-            "deployments",
-            "statefulsets",
-            "replicasets",
-            "daemonsets",
-            "pods",
-            "services",
-            "jobs",
-            "cronjobs",
-            "namespaces",
-            "customresourcedefinitions",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        FakeApi {
-            state: Arc::new(Mutex::new(State {
-                rv: 1,
-                counter: 0,
-                kinds,
-                status_sub,
-                store: BTreeMap::new(),
-                watchers: Vec::new(),
-                log: VecDeque::new(),
-                log_floor: 0,
-                requests: Vec::new(),
-                fail_next: Vec::new(),
-            })),
-        }
+        Self::default()
     }
 
     /// A `kube::Client` talking to this fake (default namespace "default"). Must be called
     /// inside a tokio runtime (kube's `Client::new` spawns its buffer worker).
     pub fn client(&self) -> kube::Client {
         kube::Client::new(self.clone(), "default")
-    }
-
-    /// Builder form of [`FakeApi::add_status_subresource`].
-    pub fn with_status_subresource(self, resource_plural: &str) -> Self {
-        self.add_status_subresource(resource_plural);
-        self
     }
 
     /// Gives `resource_plural` (any group) a status subresource: `/status` writes change only
@@ -283,46 +216,31 @@ impl FakeApi {
 
     /// Teaches the helpers (`insert`, `get`, ...) and `List` kinds about a kind (CRDs).
     pub fn register_kind(&self, api_version: &str, kind: &str, plural: &str, namespaced: bool) {
+        let group = split_api_version(api_version).0;
         let mut st = self.lock();
-        let info = KindInfo::new(api_version, kind, plural, namespaced);
         st.kinds
-            .retain(|k| !(k.group == info.group && (k.kind == info.kind || k.plural == plural)));
-        st.kinds.push(info);
+            .retain(|k| !(k.0 == group && (k.1 == kind || k.2 == plural)));
+        st.kinds
+            .push((group, kind.into(), plural.into(), namespaced));
     }
 
     /// Stores an object as if it existed before the test (upsert, not recorded as a request,
-    /// `.status` kept). Its fields are owned by the pseudo-manager "before-first-apply".
-    /// A namespaced object without `metadata.namespace` goes to "default". Returns the
-    /// stored object (with uid, resourceVersion, ...).
+    /// `.status` kept). A namespaced object without `metadata.namespace` goes to "default".
+    /// Returns the stored object (with uid, resourceVersion, ...). Panics on an object a
+    /// real server would refuse (an invalid Deployment).
     pub fn insert(&self, obj: Value) -> Value {
-        let mut st = self.lock();
-        let (gr, ns, name) = st.locate(&obj);
-        st.write_helper(&gr, &ns, &name, obj, "before-first-apply", None)
+        self.lock().write_helper(obj, None)
     }
 
-    /// A user ("kubectl") replacing the object (status kept for resources with a status
-    /// subresource). Not recorded as a request. Panics if the object does not exist.
+    /// A user ("kubectl replace") replacing the object (status kept for resources with a
+    /// status subresource). Not recorded as a request. Panics if the object does not exist.
     pub fn update(&self, obj: Value) -> Value {
-        let mut st = self.lock();
-        let (gr, ns, name) = st.locate(&obj);
-        assert!(
-            st.entry(&gr, &ns, &name).is_some(),
-            "FakeApi::update: {}/{ns}/{name} does not exist",
-            gr.1
-        );
-        st.write_helper(&gr, &ns, &name, obj, "kubectl", Some(""))
+        self.lock().write_helper(obj, Some(false))
     }
 
     /// Like [`FakeApi::update`] but through the status subresource (only `.status` changes).
     pub fn update_status(&self, obj: Value) -> Value {
-        let mut st = self.lock();
-        let (gr, ns, name) = st.locate(&obj);
-        assert!(
-            st.entry(&gr, &ns, &name).is_some(),
-            "FakeApi::update_status: {}/{ns}/{name} does not exist",
-            gr.1
-        );
-        st.write_helper(&gr, &ns, &name, obj, "kubectl", Some("status"))
+        self.lock().write_helper(obj, Some(true))
     }
 
     /// The stored object; `ns` is "" for cluster-scoped kinds.
@@ -336,49 +254,18 @@ impl FakeApi {
     pub fn list(&self, api_version: &str, kind: &str, ns: &str) -> Vec<Value> {
         let st = self.lock();
         let (gr, _) = st.resolve(api_version, kind);
-        st.store
-            .get(&gr)
-            .map(|m| {
-                m.iter()
-                    .filter(|((n, _), _)| ns.is_empty() || n == ns)
-                    .map(|(_, e)| e.obj.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let all = st.store.get(&gr).into_iter().flatten();
+        let wanted = all.filter(|((n, _), _)| ns.is_empty() || n == ns);
+        wanted.map(|(_, e)| e.obj.clone()).collect()
     }
 
-    /// Deletes like the API would (finalizers → deletionTimestamp, otherwise removal plus
-    /// owner-reference garbage collection). Returns the object as deleted/marked, or `None`
-    /// if it did not exist. Not recorded as a request.
+    /// Deletes like the API would (finalizers → deletionTimestamp, otherwise removal; no
+    /// garbage collection of dependents). Returns the object as deleted/marked, or `None` if
+    /// it did not exist. Not recorded as a request.
     pub fn delete(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {
         let mut st = self.lock();
         let (gr, _) = st.resolve(api_version, kind);
-        st.delete_obj(&gr, ns, name, false)
-    }
-
-    /// Field ownership of an object, one entry per (manager, operation, subresource).
-    pub fn managed_fields(
-        &self,
-        api_version: &str,
-        kind: &str,
-        ns: &str,
-        name: &str,
-    ) -> Vec<FieldOwnership> {
-        let st = self.lock();
-        let (gr, _) = st.resolve(api_version, kind);
-        st.entry(&gr, ns, name)
-            .map(|e| {
-                e.managers
-                    .iter()
-                    .map(|(k, set)| FieldOwnership {
-                        manager: k.manager.clone(),
-                        operation: k.operation.to_string(),
-                        subresource: k.subresource.clone(),
-                        fields: set.iter().map(|p| path_string(p)).collect(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        st.delete_obj(&gr, ns, name)
     }
 
     /// Every request served so far (oldest first).
@@ -390,18 +277,29 @@ impl FakeApi {
         self.lock().requests.clear();
     }
 
-    /// Number of create/update/patch/delete requests received (refused ones included).
+    /// Number of create/patch/delete requests received (refused ones included).
     pub fn writes(&self) -> usize {
         self.lock().requests.iter().filter(|r| r.is_write()).count()
     }
 
-    /// The next request with this verb ("get", "list", "watch", "create", "update", "patch",
-    /// "delete", or "*") on this resource plural (or "*") fails with `status_code` and a
-    /// matching `Status` body, without touching the state. Queued injections apply in order.
+    /// The next request with this verb ("get", "list", "watch", "create", "patch", "delete",
+    /// or "*") on this resource plural (or "*") fails with `status_code` and a matching
+    /// `Status` body, without touching the state. Queued injections apply in order.
     pub fn set_fail_next(&self, verb: &str, resource: &str, status_code: u16) {
-        self.lock()
-            .fail_next
-            .push((verb.to_string(), resource.to_string(), status_code));
+        let failure = (verb.to_string(), resource.to_string(), status_code);
+        self.lock().fail_next.push(failure);
+    }
+
+    /// Every request from now on is answered after `latency` (zero: at once).
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Ends every open watch stream, as an API server restart does; returns how many were
+    /// open. Clients watch again from the last resourceVersion they saw.
+    pub fn drop_watches(&self) -> usize {
+        let watchers = std::mem::take(&mut self.lock().watchers);
+        watchers.iter().filter(|w| !w.3.is_closed()).count()
     }
 
     /// The current (global) resourceVersion.
@@ -409,1404 +307,624 @@ impl FakeApi {
         self.lock().rv
     }
 
-    /// Number of open watch streams.
-    pub fn watch_count(&self) -> usize {
-        let mut st = self.lock();
-        st.watchers.retain(|w| !w.tx.is_closed());
-        st.watchers.len()
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn handle(&self, parts: &http::request::Parts, body: &[u8]) -> http::Response<FakeBody> {
-        let path = parts.uri.path().to_string();
-        let raw_query = parts.uri.query().unwrap_or("").to_string();
-        let query: HashMap<String, String> = url::form_urlencoded::parse(raw_query.as_bytes())
-            .into_owned()
-            .collect();
+        let query = parts.uri.query().unwrap_or("").as_bytes();
+        let q: HashMap<String, String> = url::form_urlencoded::parse(query).into_owned().collect();
         let header = |h: http::header::HeaderName| {
-            parts
-                .headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
+            let v = parts.headers.get(h).and_then(|v| v.to_str().ok());
+            v.unwrap_or("").to_owned()
         };
-        let accept = header(http::header::ACCEPT);
-        let content_type = header(http::header::CONTENT_TYPE);
-        let metadata_only = accept.contains("as=PartialObjectMetadata");
-
-        let Some(target) = parse_path(&path) else {
-            return error_response(&ApiErr::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource".into(),
-            ));
+        let Some(mut r) = parse_path(parts.uri.path()) else {
+            let e = ApiErr::new(404, "NotFound", "the server could not find the resource");
+            return response(404, body_of(&e.to_json()));
         };
-        let is_watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
-        let method = parts.method.as_str().to_string();
-        let verb = match (method.as_str(), target.name.is_some()) {
+        let watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+        r.verb = match (parts.method.as_str(), r.name.is_some()) {
             ("GET", true) => "get",
-            ("GET", false) if is_watch => "watch",
+            ("GET", false) if watch => "watch",
             ("GET", false) => "list",
             ("POST", false) => "create",
             ("PATCH", true) => "patch",
             ("DELETE", true) => "delete",
             _ => "unsupported",
-        };
-        let body_json: Option<Value> = if body.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(body)
-                .ok()
-                .or_else(|| serde_saphyr::from_slice(body).ok())
-        };
-        let patch_type = (verb == "patch").then(|| {
-            match content_type.split(';').next().unwrap_or("").trim() {
-                "application/apply-patch+yaml" => "apply",
-                "application/merge-patch+json" => "merge",
-                "application/json-patch+json" => "json",
-                _ => "unsupported",
-            }
-            .to_string()
-        });
-        let mut rec = RecordedRequest {
-            verb: verb.to_string(),
-            method,
-            path,
-            query: raw_query,
-            api_group: target.group.clone(),
-            api_version: target.version.clone(),
-            resource: target.resource.clone(),
-            subresource: target.sub.clone(),
-            namespace: target.namespace.clone(),
-            name: target.name.clone(),
-            field_manager: query.get("fieldManager").cloned(),
-            patch_type,
-            force: query.get("force").is_some_and(|f| f == "true"),
-            label_selector: query.get("labelSelector").cloned(),
-            field_selector: query.get("fieldSelector").cloned(),
-            metadata_only,
-            created_by_apply: false,
-            status: 0,
-            body: body_json.clone(),
-        };
-
-        let mut st = self.lock();
-        if let Some(pos) = st
-            .fail_next
-            .iter()
-            .position(|(v, r, _)| (v == verb || v == "*") && (r == &target.resource || r == "*"))
-        {
-            let (_, _, code) = st.fail_next.remove(pos);
-            let err = ApiErr::from_code(code, &target);
-            rec.status = code;
-            st.requests.push(rec);
-            return error_response(&err);
         }
-
-        let ctx = Ctx {
-            t: &target,
-            query: &query,
-            body: body_json.as_ref(),
-            raw_body: body,
-            metadata_only,
+        .into();
+        let content_type = header(http::header::CONTENT_TYPE);
+        r.patch_type = (r.verb == "patch").then(|| match content_type.split(';').next() {
+            Some("application/apply-patch+yaml") => "apply".into(),
+            Some("application/merge-patch+json") => "merge".into(),
+            Some("application/json-patch+json") => "json".into(),
+            _ => "unsupported".into(),
+        });
+        r.body = match body {
+            [] => None,
+            b => serde_json::from_slice(b)
+                .ok()
+                .or_else(|| serde_saphyr::from_slice(b).ok()),
         };
-        let result = st.dispatch(verb, &ctx, &mut rec);
-        let response = match result {
-            Ok(Resp::Json(code, v)) => {
-                rec.status = code;
-                let v = if metadata_only { to_partial(v) } else { v };
-                json_response(code, &v)
-            }
-            Ok(Resp::Watch(b)) => {
-                rec.status = 200;
-                http::Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(b)
-                    .expect("response")
-            }
-            Err(e) => {
-                rec.status = e.code;
-                error_response(&e)
-            }
+        r.metadata_only = header(http::header::ACCEPT).contains("as=PartialObjectMetadata");
+        r.field_manager = q.get("fieldManager").cloned();
+        r.force = q.get("force").is_some_and(|f| f == "true");
+        let mut st = self.lock();
+        let injected = st.fail_next.iter().position(|(v, res, _)| {
+            (*v == r.verb || v == "*") && (*res == r.resource || res == "*")
+        });
+        let result = match injected {
+            Some(at) => Err(ApiErr::injected(st.fail_next.remove(at).2, &r)),
+            None if r.verb == "watch" => st.check(&r, &q).map(|()| st.watch(&r, &q)),
+            None => st
+                .check(&r, &q)
+                .and_then(|()| st.dispatch(&mut r))
+                .map(|v| body_of(&if r.metadata_only { to_partial(v) } else { v })),
         };
-        st.requests.push(rec);
-        response
+        r.status = match &result {
+            Ok(_) if r.created_by_apply || r.verb == "create" => 201,
+            Ok(_) => 200,
+            Err(e) => e.code,
+        };
+        let status = r.status;
+        st.requests.push(r);
+        response(status, result.unwrap_or_else(|e| body_of(&e.to_json())))
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// State
-// ---------------------------------------------------------------------------------------------
 
 /// (group, resource plural)
-type GrKey = (String, String);
+type Gr = (String, String);
 
-#[derive(Clone, Debug)]
-struct KindInfo {
-    group: String,
-    version: String,
-    kind: String,
-    plural: String,
-    namespaced: bool,
-}
+/// (group, kind, plural, namespaced)
+type Kind = (String, String, String, bool);
 
-impl KindInfo {
-    fn new(api_version: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
-        let (group, version) = split_api_version(api_version);
-        KindInfo {
-            group,
-            version,
-            kind: kind.to_string(),
-            plural: plural.to_string(),
-            namespaced,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct MgrKey {
-    manager: String,
-    operation: &'static str,
-    subresource: String,
-}
-
-type Managers = BTreeMap<MgrKey, BTreeSet<FPath>>;
+/// The configuration each field manager last applied, by (manager, through `/status`).
+type Applied = BTreeMap<(String, bool), Value>;
 
 #[derive(Clone, Debug)]
 struct Entry {
     obj: Value,
-    managers: Managers,
+    applied: Applied,
 }
 
-struct Watcher {
-    filter: Filter,
-    tx: mpsc::UnboundedSender<Bytes>,
-}
-
-struct LogEntry {
-    rv: u64,
-    ev: &'static str,
-    gr: GrKey,
-    old: Option<Value>,
-    new: Value,
-}
+/// An open watch: (group and resource, namespace or all, metadata only), and its stream.
+type Watcher = (Gr, Option<String>, bool, mpsc::UnboundedSender<Bytes>);
 
 struct State {
     rv: u64,
     counter: u64,
-    kinds: Vec<KindInfo>,
+    kinds: Vec<Kind>,
     status_sub: BTreeSet<String>,
-    store: BTreeMap<GrKey, BTreeMap<(String, String), Entry>>,
+    store: BTreeMap<Gr, BTreeMap<(String, String), Entry>>,
     watchers: Vec<Watcher>,
-    log: VecDeque<LogEntry>,
-    log_floor: u64,
+    /// Every change (resourceVersion, event, group and resource, object), for watches
+    /// resuming from an older resourceVersion.
+    log: Vec<(u64, &'static str, Gr, Value)>,
     requests: Vec<RecordedRequest>,
     fail_next: Vec<(String, String, u16)>,
+    latency: Duration,
 }
 
-struct Target {
-    group: String,
-    version: String,
-    resource: String,
-    namespace: Option<String>,
-    name: Option<String>,
-    sub: Option<String>,
-}
-
-impl Target {
-    fn gr(&self) -> GrKey {
-        (self.group.clone(), self.resource.clone())
+impl Default for State {
+    fn default() -> Self {
+        let kind = |&(av, kind, plural, ns, _): &(&str, &str, &str, bool, bool)| {
+            (split_api_version(av).0, kind.into(), plural.into(), ns)
+        };
+        let with_status = KINDS.iter().filter(|k| k.4).map(|k| k.2.to_string());
+        State {
+            rv: 1,
+            counter: 0,
+            kinds: KINDS.iter().map(kind).collect(),
+            status_sub: with_status.collect(),
+            store: BTreeMap::new(),
+            watchers: Vec::new(),
+            log: Vec::new(),
+            requests: Vec::new(),
+            fail_next: Vec::new(),
+            latency: Duration::ZERO,
+        }
     }
-    fn ns(&self) -> &str {
-        self.namespace.as_deref().unwrap_or("")
-    }
-    fn api_version(&self) -> String {
-        join_api_version(&self.group, &self.version)
-    }
-    fn is_status(&self) -> bool {
-        self.sub.as_deref() == Some("status")
-    }
-    fn sub_str(&self) -> &str {
-        self.sub.as_deref().unwrap_or("")
-    }
-}
-
-struct Ctx<'a> {
-    t: &'a Target,
-    query: &'a HashMap<String, String>,
-    body: Option<&'a Value>,
-    raw_body: &'a [u8],
-    metadata_only: bool,
-}
-
-enum Resp {
-    Json(u16, Value),
-    Watch(FakeBody),
 }
 
 #[derive(Debug)]
 struct ApiErr {
     code: u16,
-    reason: &'static str,
+    reason: String,
     message: String,
-    details: Option<Value>,
 }
 
 impl ApiErr {
-    fn new(code: u16, reason: &'static str, message: String) -> Self {
+    fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
+        let (reason, message) = (reason.to_owned(), message.into());
         ApiErr {
             code,
             reason,
             message,
-            details: None,
         }
     }
-    fn with_details(mut self, name: &str, t: &Target) -> Self {
-        let mut d = json!({"name": name, "kind": t.resource});
-        if !t.group.is_empty() {
-            d["group"] = json!(t.group);
-        }
-        self.details = Some(d);
-        self
-    }
-    fn not_found(t: &Target, name: &str) -> Self {
+    fn not_found(gr: &Gr, name: &str) -> Self {
         ApiErr::new(
             404,
             "NotFound",
-            format!("{} \"{name}\" not found", qualified(t)),
+            format!("{} \"{name}\" not found", qualified(gr)),
         )
-        .with_details(name, t)
     }
     fn bad_request(msg: impl Into<String>) -> Self {
-        ApiErr::new(400, "BadRequest", msg.into())
+        ApiErr::new(400, "BadRequest", msg)
     }
-    fn stale(t: &Target, name: &str) -> Self {
+    fn stale(gr: &Gr, name: &str) -> Self {
+        let msg = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+             please apply your changes to the latest version and try again",
+            qualified(gr)
+        );
+        ApiErr::new(409, "Conflict", msg)
+    }
+    fn invalid(kind: &str, name: &str, field: &str, what: &str) -> Self {
         ApiErr::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
-                 please apply your changes to the latest version and try again",
-                qualified(t)
-            ),
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {field}: {what}"),
         )
-        .with_details(name, t)
     }
-    fn from_code(code: u16, t: &Target) -> Self {
+    /// A failure asked for with [`FakeApi::set_fail_next`], with the reason Kubernetes
+    /// gives that status.
+    fn injected(code: u16, r: &RecordedRequest) -> Self {
+        let status = http::StatusCode::from_u16(code).ok();
         let reason = match code {
-            400 => "BadRequest",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "NotFound",
-            405 => "MethodNotAllowed",
-            409 => "Conflict",
-            410 => "Expired",
-            422 => "Invalid",
-            429 => "TooManyRequests",
-            503 => "ServiceUnavailable",
-            504 => "Timeout",
-            _ => "InternalError",
+            410 => "Expired".into(),
+            422 => "Invalid".into(),
+            504 => "Timeout".into(),
+            _ => match status.and_then(|s| s.canonical_reason()) {
+                Some(r) if code != 500 => r.replace(' ', ""),
+                _ => "InternalError".into(),
+            },
         };
-        let name = t.name.clone().unwrap_or_default();
-        ApiErr::new(
-            code,
-            reason,
-            format!("injected failure ({code} {reason}) for {}", qualified(t)),
-        )
-        .with_details(&name, t)
+        let msg = format!(
+            "injected failure ({code} {reason}) for {}",
+            qualified(&r.gr())
+        );
+        ApiErr::new(code, &reason, msg)
     }
     fn to_json(&self) -> Value {
-        let mut v = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            v["details"] = d.clone();
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": self.message, "reason": self.reason, "code": self.code})
+    }
+}
+
+fn qualified(gr: &Gr) -> String {
+    match gr.0.as_str() {
+        "" => gr.1.clone(),
+        g => format!("{}.{g}", gr.1),
+    }
+}
+
+impl State {
+    fn entry(&self, gr: &Gr, ns: &str, name: &str) -> Option<&Entry> {
+        self.store.get(gr)?.get(&(ns.to_string(), name.to_string()))
+    }
+
+    fn resolve(&self, api_version: &str, kind: &str) -> (Gr, bool) {
+        let group = split_api_version(api_version).0;
+        let Some(k) = self.kinds.iter().find(|k| k.0 == group && k.1 == kind) else {
+            panic!("FakeApi: unknown kind {api_version} {kind}; call register_kind first")
+        };
+        ((k.0.clone(), k.2.clone()), k.3)
+    }
+
+    /// The scope of a write: `None` for a resource without a status subresource (all
+    /// fields), else whether it writes only `.status` (else everything but `.status`).
+    fn scope(&self, resource: &str, status_write: bool) -> Scope {
+        self.status_sub.contains(resource).then_some(status_write)
+    }
+
+    /// Helper writes: `insert` (upsert, status kept), `update` or `update_status` (the
+    /// object must exist; `Some(true)` changes only `.status`).
+    fn write_helper(&mut self, mut obj: Value, sub: Option<bool>) -> Value {
+        let av = obj["apiVersion"].as_str().expect("object needs apiVersion");
+        let kind = obj["kind"].as_str().expect("object needs kind");
+        let (gr, namespaced) = self.resolve(av, kind);
+        let ns = match obj["metadata"]["namespace"].as_str() {
+            _ if !namespaced => String::new(),
+            ns => ns.unwrap_or("default").to_string(),
+        };
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .expect("object needs metadata.name");
+        let name = name.to_string();
+        let old = self.entry(&gr, &ns, &name).cloned();
+        if sub.is_some() && old.is_none() {
+            panic!("FakeApi: {}/{ns}/{name} does not exist", gr.1);
         }
-        v
+        normalize_secret(&gr, &mut obj);
+        if let Some(status) = sub {
+            obj = isolate(old.as_ref().map(|o| &o.obj), obj, self.scope(&gr.1, status));
+        }
+        if let Err(e) = validate(&gr, &name, &obj) {
+            panic!(
+                "FakeApi: a real API server refuses this object: {}",
+                e.message
+            );
+        }
+        let applied = old.map(|o| o.applied).unwrap_or_default();
+        self.commit(&gr, &ns, &name, obj, applied, sub == Some(true))
+    }
+
+    /// What every request is refused for: a subresource other than `/status` (or one the
+    /// resource lacks), a label or field selector.
+    fn check(&self, r: &RecordedRequest, q: &HashMap<String, String>) -> Result<(), ApiErr> {
+        let sub = r.subresource.as_deref();
+        if sub.is_some_and(|s| s != "status" || !self.status_sub.contains(&r.resource)) {
+            let msg = format!("fake_api: {} has no subresource {sub:?}", r.resource);
+            return Err(ApiErr::new(404, "NotFound", msg));
+        }
+        let selectors = ["labelSelector", "fieldSelector"].map(|s| q.get(s));
+        if selectors.iter().flatten().any(|v| !v.is_empty()) {
+            let msg = "fake_api: selectors are not supported (the operator sends none)";
+            return Err(ApiErr::bad_request(msg));
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, r: &mut RecordedRequest) -> Result<Value, ApiErr> {
+        let (gr, name) = (r.gr(), r.obj_name().to_owned());
+        let body = r.body.clone().filter(Value::is_object);
+        let body = || body.ok_or_else(|| ApiErr::bad_request("request body is not a JSON object"));
+        match (r.verb.as_str(), r.patch_type.as_deref()) {
+            ("get", _) => self.entry(&gr, r.ns(), &name).map(|e| e.obj.clone()),
+            ("list", _) => return Ok(self.list(r)),
+            ("create", _) => return self.create(r, body()?),
+            ("patch", Some("apply")) => return self.apply(r, body()?),
+            ("patch", Some(ptype @ ("merge" | "json"))) => {
+                let patch = r.body.clone().unwrap_or_default();
+                return self.patch(r, ptype, &patch);
+            }
+            ("patch", _) => {
+                let msg = "the body of the request was in an unknown format";
+                return Err(ApiErr::new(415, "UnsupportedMediaType", msg));
+            }
+            ("delete", _) => self.delete_obj(&gr, r.ns(), &name),
+            _ => {
+                let msg = "the server does not allow this method on the requested resource";
+                return Err(ApiErr::new(405, "MethodNotAllowed", msg));
+            }
+        }
+        .ok_or_else(|| ApiErr::not_found(&gr, &name))
+    }
+
+    fn list(&self, r: &RecordedRequest) -> Value {
+        let all = self.store.get(&r.gr()).into_iter().flat_map(|m| m.values());
+        let items: Vec<&Value> = all
+            .map(|e| &e.obj)
+            .filter(|o| in_ns(o, &r.namespace))
+            .collect();
+        let kind = self
+            .kinds
+            .iter()
+            .find(|k| k.0 == r.api_group && k.2 == r.resource);
+        let kind = format!("{}List", kind.map_or("", |k| &k.1));
+        json!({"apiVersion": r.full_api_version(), "kind": kind,
+            "metadata": {"resourceVersion": self.rv.to_string()}, "items": items})
+    }
+
+    /// A watch: what it missed since its resourceVersion (everything when it gives none),
+    /// then every change until `timeoutSeconds` or [`FakeApi::drop_watches`].
+    fn watch(&mut self, r: &RecordedRequest, q: &HashMap<String, String>) -> FakeBody {
+        let (gr, ns, meta) = (r.gr(), r.namespace.clone(), r.metadata_only);
+        let since = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok());
+        let missed: Vec<(&str, &Value)> = match since.filter(|rv| *rv > 0) {
+            None => {
+                let all = self.store.get(&gr).into_iter().flat_map(|m| m.values());
+                all.map(|e| ("ADDED", &e.obj)).collect()
+            }
+            Some(since) => {
+                let later = self.log.iter().filter(|c| c.0 > since && c.2 == gr);
+                later.map(|c| (c.1, &c.3)).collect()
+            }
+        };
+        let visible = missed.into_iter().filter(|(_, o)| in_ns(o, &ns));
+        let initial = visible.map(|(ev, o)| event_line(ev, o, meta)).collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.watchers.push((gr, ns, meta, tx));
+        let timeout = q.get("timeoutSeconds").and_then(|s| s.parse().ok());
+        let deadline = timeout.map(|s| Box::pin(tokio::time::sleep(Duration::from_secs(s))));
+        FakeBody::Watch {
+            initial,
+            rx: Some(rx),
+            deadline,
+        }
+    }
+
+    fn create(&mut self, r: &RecordedRequest, mut body: Value) -> Result<Value, ApiErr> {
+        let Some(name) = body["metadata"]["name"].as_str().filter(|n| !n.is_empty()) else {
+            let msg = "metadata.name: Required value (fake_api: no generateName)";
+            return Err(ApiErr::new(422, "Invalid", msg));
+        };
+        let name = name.to_string();
+        if r.subresource.is_some() || self.entry(&r.gr(), r.ns(), &name).is_some() {
+            let msg = format!("{} \"{name}\" already exists", qualified(&r.gr()));
+            return Err(ApiErr::new(409, "AlreadyExists", msg));
+        }
+        self.fill_type(&mut body, r);
+        strip_system(&mut body);
+        normalize_secret(&r.gr(), &mut body);
+        if let (Some(m), Some(_)) = (body.as_object_mut(), self.scope(&r.resource, false)) {
+            m.remove("status");
+        }
+        self.store_new(r, &name, body, Applied::new())
+    }
+
+    fn patch(&mut self, r: &RecordedRequest, ptype: &str, patch: &Value) -> Result<Value, ApiErr> {
+        let (gr, name) = (r.gr(), r.obj_name());
+        let old = self.entry(&gr, r.ns(), name).cloned();
+        let old = old.ok_or_else(|| ApiErr::not_found(&gr, name))?;
+        let mut cand = old.obj.clone();
+        if ptype == "merge" {
+            json_patch::merge(&mut cand, patch);
+        } else {
+            apply_json_patch(&mut cand, patch).map_err(|e| ApiErr::new(422, "Invalid", e))?;
+        }
+        let rv = &cand["metadata"]["resourceVersion"];
+        if !rv.is_null() && *rv != old.obj["metadata"]["resourceVersion"] {
+            return Err(ApiErr::stale(&gr, name));
+        }
+        normalize_secret(&gr, &mut cand);
+        let new = isolate(Some(&old.obj), cand, self.scope(&r.resource, r.is_status()));
+        validate(&gr, name, &new)?;
+        Ok(self.commit(&gr, r.ns(), name, new, old.applied, r.is_status()))
+    }
+
+    /// Server-side apply, as if always forced: the configuration is merged in (list-maps by
+    /// key), and what its field manager applied before and applies no more goes ([`prune`]).
+    fn apply(&mut self, r: &mut RecordedRequest, mut applied: Value) -> Result<Value, ApiErr> {
+        let (gr, name) = (r.gr(), r.obj_name().to_string());
+        let Some(manager) = r.field_manager.clone() else {
+            let msg = "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value";
+            return Err(ApiErr::new(422, "Invalid", msg));
+        };
+        let existing = self.entry(&gr, r.ns(), &name).cloned();
+        let rv = applied["metadata"]["resourceVersion"].as_str();
+        if let (Some(e), Some(rv)) = (&existing, rv)
+            && Some(rv) != e.obj["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiErr::stale(&gr, &name));
+        }
+        r.created_by_apply = existing.is_none();
+        let (mut merged, mut configs) = match existing {
+            Some(e) => (e.obj, e.applied),
+            None if r.is_status() => return Err(ApiErr::not_found(&gr, &name)),
+            None => (json!({"metadata": {"name": name}}), Applied::new()),
+        };
+        self.fill_type(&mut applied, r);
+        strip_system(&mut applied);
+        normalize_secret(&gr, &mut applied);
+        let scope = self.scope(&r.resource, r.is_status());
+        if let Some(m) = applied.as_object_mut() {
+            m.retain(|k, _| k == "apiVersion" || k == "kind" || in_scope(scope, k));
+        }
+        let me = (manager, r.is_status());
+        if let Some(before) = configs.get(&me) {
+            let others = configs.iter().filter(|(k, _)| **k != me).map(|e| e.1);
+            let others: Vec<&Value> = others.collect();
+            prune(
+                &mut merged,
+                before,
+                Some(&applied),
+                &others,
+                &mut Vec::new(),
+            );
+        }
+        ssa_merge(&mut Vec::new(), &mut merged, &applied);
+        configs.insert(me, applied);
+        if r.created_by_apply {
+            return self.store_new(r, &name, merged, configs);
+        }
+        validate(&gr, &name, &merged)?;
+        Ok(self.commit(&gr, r.ns(), &name, merged, configs, r.is_status()))
+    }
+
+    /// Creates after what a real API server checks on create (POST, or an apply to a
+    /// missing object), beyond [`validate`]: nothing in a namespace being deleted (403), no
+    /// `events.k8s.io` Event whose note is over 1,024 bytes (422).
+    fn store_new(
+        &mut self,
+        r: &RecordedRequest,
+        name: &str,
+        obj: Value,
+        applied: Applied,
+    ) -> Result<Value, ApiErr> {
+        let namespace = self.entry(&("".into(), "namespaces".into()), "", r.ns());
+        if namespace.is_some_and(|e| !e.obj["metadata"]["deletionTimestamp"].is_null()) {
+            let msg = format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {} \
+                 because it is being terminated",
+                qualified(&r.gr()),
+                r.ns()
+            );
+            return Err(ApiErr::new(403, "Forbidden", msg));
+        }
+        let note = obj["note"].as_str().unwrap_or_default();
+        if r.api_group == "events.k8s.io" && note.len() > 1024 {
+            let what = "Too long: may not be more than 1024 bytes";
+            return Err(ApiErr::invalid("Event.events.k8s.io", name, "note", what));
+        }
+        validate(&r.gr(), name, &obj)?;
+        Ok(self.commit(&r.gr(), r.ns(), name, obj, applied, false))
+    }
+
+    fn fill_type(&self, body: &mut Value, r: &RecordedRequest) {
+        let kind = self
+            .kinds
+            .iter()
+            .find(|k| k.0 == r.api_group && k.2 == r.resource);
+        if let (Some(m), Some(kind)) = (body.as_object_mut(), kind) {
+            m.entry("apiVersion")
+                .or_insert_with(|| json!(r.full_api_version()));
+            m.entry("kind").or_insert_with(|| json!(kind.1));
+        }
+    }
+
+    /// Stores `new` as the new state of an object, created if missing (system metadata
+    /// filled in where the helpers did not give it). A write that changes nothing keeps
+    /// the resourceVersion and notifies nobody; an object being deleted whose last
+    /// finalizer went is removed.
+    fn commit(
+        &mut self,
+        gr: &Gr,
+        ns: &str,
+        name: &str,
+        mut new: Value,
+        applied: Applied,
+        status: bool,
+    ) -> Value {
+        let old = self.entry(gr, ns, name).cloned();
+        let mut meta = match &old {
+            Some(old) => {
+                strip_system(&mut new);
+                old.obj["metadata"].clone()
+            }
+            None => {
+                self.counter += 1;
+                let uid = format!("00000000-0000-4000-8000-{:012x}", self.counter);
+                json!({"uid": uid, "creationTimestamp": now(), "generation": 1})
+            }
+        };
+        let meta = meta.as_object_mut().expect("metadata");
+        meta.retain(|k, _| SYSTEM_META.contains(&k.as_str()));
+        meta.insert("name".into(), json!(name));
+        if !ns.is_empty() {
+            meta.insert("namespace".into(), json!(ns));
+        }
+        if !new["metadata"].is_object() {
+            new["metadata"] = json!({});
+        }
+        let m = new["metadata"].as_object_mut().expect("object");
+        m.remove("managedFields");
+        for (k, v) in std::mem::take(meta) {
+            m.entry(k).or_insert(v);
+        }
+        if let Some(old) = &old {
+            if new == old.obj && applied == old.applied {
+                return new;
+            }
+            if !status && strip_meta_status(&old.obj) != strip_meta_status(&new) {
+                let g = old.obj["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+                new["metadata"]["generation"] = json!(g);
+            }
+        }
+        let deleted = !new["metadata"]["deletionTimestamp"].is_null() && finalizers_empty(&new);
+        let ev = match (deleted, &old) {
+            (true, _) => "DELETED",
+            (false, Some(_)) => "MODIFIED",
+            (false, None) => "ADDED",
+        };
+        let new = self.emit(ev, gr, new);
+        let (objects, key) = (
+            self.store.entry(gr.clone()).or_default(),
+            (ns.into(), name.into()),
+        );
+        match deleted {
+            true => objects.remove(&key),
+            false => objects.insert(
+                key,
+                Entry {
+                    obj: new.clone(),
+                    applied,
+                },
+            ),
+        };
+        new
+    }
+
+    fn delete_obj(&mut self, gr: &Gr, ns: &str, name: &str) -> Option<Value> {
+        let key = (ns.to_string(), name.to_string());
+        let Entry { mut obj, applied } = self.store.get_mut(gr)?.remove(&key)?;
+        if finalizers_empty(&obj) {
+            return Some(self.emit("DELETED", gr, obj));
+        }
+        if obj["metadata"]["deletionTimestamp"].is_null() {
+            obj["metadata"]["deletionTimestamp"] = json!(now());
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            obj = self.emit("MODIFIED", gr, obj);
+        }
+        let entry = Entry {
+            obj: obj.clone(),
+            applied,
+        };
+        self.store.entry(gr.clone()).or_default().insert(key, entry);
+        Some(obj)
+    }
+
+    /// Gives a change its resourceVersion, logs it and tells the open watches; returns the
+    /// object as changed.
+    fn emit(&mut self, ev: &'static str, gr: &Gr, mut obj: Value) -> Value {
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.watchers.retain(|(wgr, ns, meta, tx)| {
+            let wanted = wgr == gr && in_ns(&obj, ns);
+            if wanted {
+                tx.send(event_line(ev, &obj, *meta)).is_ok()
+            } else {
+                !tx.is_closed()
+            }
+        });
+        self.log.push((self.rv, ev, gr.clone(), obj.clone()));
+        obj
     }
 }
 
 /// What a real API server refuses on every write of a Deployment (422): no selector, no
 /// container, a container without an image. (A GitOps tool's apply that drops a container
-/// the operator co-owns leaves it without an image, and kube-apiserver 1.20 refuses it so,
-/// see tests/user_journey.rs.)
-fn validate(t: &Target, name: &str, obj: &Value) -> Result<(), ApiErr> {
-    if t.group != "apps" || t.resource != "deployments" {
+/// the operator co-owns leaves it without an image, and is refused so.)
+fn validate(gr: &Gr, name: &str, obj: &Value) -> Result<(), ApiErr> {
+    if *gr != ("apps".to_string(), "deployments".to_string()) {
         return Ok(());
     }
     let invalid = |field: &str| {
-        let msg = format!("Deployment.apps \"{name}\" is invalid: {field}: Required value");
-        Err(ApiErr::new(422, "Invalid", msg).with_details(name, t))
+        Err(ApiErr::invalid(
+            "Deployment.apps",
+            name,
+            field,
+            "Required value",
+        ))
     };
     let spec = &obj["spec"];
-    if spec["selector"].is_null() {
+    if !spec["selector"].is_object() {
         return invalid("spec.selector");
     }
     let containers = spec["template"]["spec"]["containers"].as_array();
     let Some(containers) = containers.filter(|c| !c.is_empty()) else {
         return invalid("spec.template.spec.containers");
     };
-    let no_image = |c: &Value| c["image"].as_str().is_none_or(str::is_empty);
-    match containers.iter().position(no_image) {
+    match containers
+        .iter()
+        .position(|c| c["image"].as_str().is_none_or(str::is_empty))
+    {
         Some(i) => invalid(&format!("spec.template.spec.containers[{i}].image")),
         None => Ok(()),
     }
 }
 
-fn qualified(t: &Target) -> String {
-    if t.group.is_empty() {
-        t.resource.clone()
-    } else {
-        format!("{}.{}", t.resource, t.group)
-    }
-}
-
-impl State {
-    fn next_rv(&mut self) -> u64 {
-        self.rv += 1;
-        self.rv
-    }
-
-    fn next_counter(&mut self) -> u64 {
-        self.counter += 1;
-        self.counter
-    }
-
-    fn entry(&self, gr: &GrKey, ns: &str, name: &str) -> Option<&Entry> {
-        self.store.get(gr)?.get(&(ns.to_string(), name.to_string()))
-    }
-
-    /// The list types of `gr`: the built-in table, and a stored CRD's own schema.
-    fn lists_for(&self, gr: &GrKey) -> Lists {
-        let mut out: Lists = BUILTIN_LISTS
-            .iter()
-            .filter(|(r, _, _)| *r == "*" || *r == gr.1)
-            .map(|(_, p, k)| {
-                let kind = k.map_or(ListKind::Set, |k| ListKind::Map(k.to_owned()));
-                ((*p).to_owned(), kind)
-            })
-            .collect();
-        let crds = (
-            "apiextensions.k8s.io".to_owned(),
-            "customresourcedefinitions".to_owned(),
-        );
-        for crd in self.store.get(&crds).into_iter().flat_map(|m| m.values()) {
-            let spec = &crd.obj["spec"];
-            if spec["group"] == gr.0.as_str() && spec["names"]["plural"] == gr.1.as_str() {
-                for v in spec["versions"].as_array().into_iter().flatten() {
-                    schema_lists(&v["schema"]["openAPIV3Schema"], &mut vec![], &mut out);
-                }
-            }
-        }
-        out
-    }
-
-    fn has_status_sub(&self, resource: &str) -> bool {
-        self.status_sub.contains(resource)
-    }
-
-    fn resolve(&self, api_version: &str, kind: &str) -> (GrKey, bool) {
-        let (group, _) = split_api_version(api_version);
-        let info = self
-            .kinds
-            .iter()
-            .find(|k| k.group == group && k.kind == kind)
-            .unwrap_or_else(|| {
-                panic!("FakeApi: unknown kind {api_version} {kind}; call register_kind first")
-            });
-        ((info.group.clone(), info.plural.clone()), info.namespaced)
-    }
-
-    /// (group/resource, namespace, name) of a helper-supplied object; fills in the namespace.
-    fn locate(&self, obj: &Value) -> (GrKey, String, String) {
-        let av = obj["apiVersion"].as_str().expect("object needs apiVersion");
-        let kind = obj["kind"].as_str().expect("object needs kind");
-        let (gr, namespaced) = self.resolve(av, kind);
-        let ns = if namespaced {
-            obj["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default")
-                .to_string()
-        } else {
-            String::new()
-        };
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .expect("object needs metadata.name")
-            .to_string();
-        (gr, ns, name)
-    }
-
-    fn kind_for(&self, gr: &GrKey) -> String {
-        if let Some(k) = self
-            .kinds
-            .iter()
-            .find(|k| k.group == gr.0 && k.plural == gr.1)
-        {
-            return k.kind.clone();
-        }
-        if let Some(kind) = self
-            .store
-            .get(gr)
-            .and_then(|m| m.values().next())
-            .and_then(|e| e.obj["kind"].as_str())
-        {
-            return kind.to_string();
-        }
-        let singular = gr.1.strip_suffix('s').unwrap_or(&gr.1);
-        let mut c = singular.chars();
-        c.next()
-            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-            .unwrap_or_default()
-    }
-
-    /// Helper write (insert/update/update_status): creates or replaces without preconditions.
-    fn write_helper(
-        &mut self,
-        gr: &GrKey,
-        ns: &str,
-        name: &str,
-        mut obj: Value,
-        manager: &str,
-        sub: Option<&str>,
-    ) -> Value {
-        set_meta(&mut obj, "name", json!(name));
-        if !ns.is_empty() {
-            set_meta(&mut obj, "namespace", json!(ns));
-        }
-        if gr == &(String::new(), "secrets".to_string()) {
-            normalize_secret(&mut obj);
-        }
-        let has_status = self.has_status_sub(&gr.1);
-        let old = self.entry(gr, ns, name).cloned();
-        let (new, scopes): (Value, Vec<(&str, Scope)>) = match sub {
-            None => {
-                let scopes = if has_status {
-                    vec![("", Scope::NoStatus), ("status", Scope::StatusOnly)]
-                } else {
-                    vec![("", Scope::All)]
-                };
-                (obj, scopes)
-            }
-            Some(s) => {
-                let base = old.as_ref().map(|o| &o.obj);
-                let new = isolate(base, obj, s == "status", has_status);
-                let scope = if s == "status" {
-                    Scope::StatusOnly
-                } else if has_status {
-                    Scope::NoStatus
-                } else {
-                    Scope::All
-                };
-                (new, vec![(s, scope)])
-            }
-        };
-        let target = Target {
-            group: gr.0.clone(),
-            version: String::new(),
-            resource: gr.1.clone(),
-            namespace: None,
-            name: None,
-            sub: None,
-        };
-        if let Err(e) = validate(&target, name, &new) {
-            panic!(
-                "FakeApi: a real API server refuses this object: {}",
-                e.message
-            );
-        }
-        let mut managers = old.as_ref().map(|o| o.managers.clone()).unwrap_or_default();
-        let lists = self.lists_for(gr);
-        for (s, scope) in scopes {
-            update_ownership(
-                &lists,
-                &mut managers,
-                old.as_ref().map(|o| &o.obj),
-                &new,
-                manager,
-                s,
-                scope,
-            );
-        }
-        self.commit(gr, ns, name, new, managers, sub == Some("status"))
-    }
-
-    fn dispatch(
-        &mut self,
-        verb: &str,
-        ctx: &Ctx<'_>,
-        rec: &mut RecordedRequest,
-    ) -> Result<Resp, ApiErr> {
-        let t = ctx.t;
-        if let Some(sub) = &t.sub
-            && sub != "status"
-        {
-            return Err(ApiErr::new(
-                404,
-                "NotFound",
-                format!("fake_api: subresource {sub:?} is not supported"),
-            ));
-        }
-        if t.is_status() && !self.has_status_sub(&t.resource) {
-            return Err(ApiErr::new(
-                404,
-                "NotFound",
-                format!(
-                    "the server could not find the requested resource (fake_api: {} has no \
-                     status subresource; call FakeApi::with_status_subresource({:?}))",
-                    t.resource, t.resource
-                ),
-            ));
-        }
-        let manager = ctx
-            .query
-            .get("fieldManager")
-            .cloned()
-            .unwrap_or_else(|| "unknown".to_string());
-        match verb {
-            "get" => {
-                let name = t.name.as_deref().unwrap_or_default();
-                // a GET shows the field ownership, as a real API server does (the operator
-                // reads it to give back containers no other manager owns any more)
-                self.entry(&t.gr(), t.ns(), name)
-                    .map(|e| {
-                        let mut obj = e.obj.clone();
-                        let av = obj["apiVersion"].as_str().unwrap_or_default().to_string();
-                        set_meta(
-                            &mut obj,
-                            "managedFields",
-                            managed_fields_json(&e.managers, &av),
-                        );
-                        Resp::Json(200, obj)
-                    })
-                    .ok_or_else(|| ApiErr::not_found(t, name))
-            }
-            "list" => self.list(ctx).map(|v| Resp::Json(200, v)),
-            "watch" => self.watch(ctx),
-            "create" => {
-                let body = ctx
-                    .body
-                    .cloned()
-                    .ok_or_else(|| ApiErr::bad_request("request body is not a JSON object"))?;
-                self.create(t, body, &manager).map(|v| Resp::Json(201, v))
-            }
-            "patch" => {
-                let ptype = rec.patch_type.clone().unwrap_or_default();
-                if ptype == "unsupported" {
-                    return Err(ApiErr::new(
-                        415,
-                        "UnsupportedMediaType",
-                        "the body of the request was in an unknown format".into(),
-                    ));
-                }
-                let body = ctx.body.cloned().ok_or_else(|| {
-                    ApiErr::bad_request(format!(
-                        "couldn't decode patch body: {:?}",
-                        String::from_utf8_lossy(ctx.raw_body)
-                    ))
-                })?;
-                if ptype == "apply" {
-                    let Some(field_manager) = ctx.query.get("fieldManager") else {
-                        return Err(ApiErr::new(
-                            422,
-                            "Invalid",
-                            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required \
-                             value: is required for apply patch"
-                                .into(),
-                        ));
-                    };
-                    let force = ctx.query.get("force").is_some_and(|f| f == "true");
-                    let (v, created) = self.apply(t, body, field_manager, force)?;
-                    rec.created_by_apply = created;
-                    Ok(Resp::Json(if created { 201 } else { 200 }, v))
-                } else {
-                    self.patch(t, &ptype, &body, &manager)
-                        .map(|v| Resp::Json(200, v))
-                }
-            }
-            "delete" => {
-                let name = t.name.as_deref().unwrap_or_default();
-                let Some(e) = self.entry(&t.gr(), t.ns(), name) else {
-                    return Err(ApiErr::not_found(t, name));
-                };
-                let opts = ctx.body.cloned().unwrap_or(Value::Null);
-                let pre = &opts["preconditions"];
-                if let Some(rv) = pre["resourceVersion"].as_str()
-                    && Some(rv) != e.obj["metadata"]["resourceVersion"].as_str()
-                {
-                    return Err(ApiErr::stale(t, name));
-                }
-                if let Some(uid) = pre["uid"].as_str()
-                    && Some(uid) != e.obj["metadata"]["uid"].as_str()
-                {
-                    return Err(ApiErr::stale(t, name));
-                }
-                let orphan =
-                    opts["propagationPolicy"] == "Orphan" || opts["orphanDependents"] == true;
-                let v = self
-                    .delete_obj(&t.gr(), t.ns(), name, orphan)
-                    .ok_or_else(|| ApiErr::not_found(t, name))?;
-                Ok(Resp::Json(200, v))
-            }
-            _ => Err(ApiErr::new(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource".into(),
-            )),
-        }
-    }
-
-    fn filter(&self, ctx: &Ctx<'_>) -> Result<Filter, ApiErr> {
-        let selector = ["labelSelector", "fieldSelector"]
-            .into_iter()
-            .find(|q| ctx.query.get(*q).is_some_and(|v| !v.is_empty()));
-        if let Some(q) = selector {
-            return Err(ApiErr::bad_request(format!(
-                "fake_api: {q} is not supported (the operator lists and watches without selectors)"
-            )));
-        }
-        Ok(Filter {
-            gr: ctx.t.gr(),
-            namespace: ctx.t.namespace.clone(),
-            metadata_only: ctx.metadata_only,
-        })
-    }
-
-    fn list(&self, ctx: &Ctx<'_>) -> Result<Value, ApiErr> {
-        let filter = self.filter(ctx)?;
-        let items: Vec<Value> = self
-            .store
-            .get(&ctx.t.gr())
-            .map(|m| {
-                m.values()
-                    .filter(|e| filter.matches(&e.obj))
-                    .map(|e| e.obj.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(json!({
-            "apiVersion": ctx.t.api_version(),
-            "kind": format!("{}List", self.kind_for(&ctx.t.gr())),
-            "metadata": {"resourceVersion": self.rv.to_string()},
-            "items": items,
-        }))
-    }
-
-    fn watch(&mut self, ctx: &Ctx<'_>) -> Result<Resp, ApiErr> {
-        let filter = self.filter(ctx)?;
-        let gr = ctx.t.gr();
-        let mut initial = VecDeque::new();
-        let rv_param = ctx
-            .query
-            .get("resourceVersion")
-            .filter(|s| !s.is_empty())
-            .cloned();
-        let send_initial = ctx
-            .query
-            .get("sendInitialEvents")
-            .is_some_and(|s| s == "true");
-        let mut expired = false;
-        if send_initial || rv_param.is_none() || rv_param.as_deref() == Some("0") {
-            if let Some(m) = self.store.get(&gr) {
-                for e in m.values() {
-                    if let Some(line) = render_event(&filter, "ADDED", None, &e.obj) {
-                        initial.push_back(line);
-                    }
-                }
-            }
-            if send_initial {
-                let bookmark = json!({
-                    "type": "BOOKMARK",
-                    "object": {
-                        "apiVersion": ctx.t.api_version(),
-                        "kind": self.kind_for(&gr),
-                        "metadata": {
-                            "resourceVersion": self.rv.to_string(),
-                            "annotations": {"k8s.io/initial-events-end": "true"},
-                        },
-                    },
-                });
-                initial.push_back(line_bytes(&bookmark));
-            }
-        } else {
-            let rv: u64 = rv_param
-                .as_deref()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|_| ApiErr::bad_request("invalid resourceVersion"))?;
-            if rv < self.log_floor {
-                expired = true;
-                let status = ApiErr::new(
-                    410,
-                    "Expired",
-                    format!("too old resource version: {rv} ({})", self.log_floor),
-                );
-                initial.push_back(line_bytes(
-                    &json!({"type": "ERROR", "object": status.to_json()}),
-                ));
-            } else {
-                for e in self.log.iter().filter(|e| e.rv > rv && e.gr == gr) {
-                    if let Some(line) = render_event(&filter, e.ev, e.old.as_ref(), &e.new) {
-                        initial.push_back(line);
-                    }
-                }
-            }
-        }
-        let rx = if expired {
-            None
-        } else {
-            let (tx, rx) = mpsc::unbounded_channel();
-            self.watchers.push(Watcher { filter, tx });
-            Some(rx)
-        };
-        let deadline = ctx
-            .query
-            .get("timeoutSeconds")
-            .and_then(|s| s.parse::<u64>().ok())
-            .map(|s| Box::pin(tokio::time::sleep(Duration::from_secs(s))));
-        Ok(Resp::Watch(FakeBody {
-            inner: BodyInner::Watch {
-                initial,
-                rx,
-                deadline,
-            },
-        }))
-    }
-
-    fn create(&mut self, t: &Target, mut body: Value, manager: &str) -> Result<Value, ApiErr> {
-        if t.sub.is_some() {
-            return Err(ApiErr::new(
-                405,
-                "MethodNotAllowed",
-                "POST is not supported on subresources".into(),
-            ));
-        }
-        if !body.is_object() {
-            return Err(ApiErr::bad_request("request body is not a JSON object"));
-        }
-        if let Some(ns) = body["metadata"]["namespace"].as_str()
-            && t.namespace.as_deref().is_some_and(|n| n != ns)
-        {
-            return Err(ApiErr::bad_request(
-                "the namespace of the provided object does not match the namespace sent on \
-                 the request",
-            ));
-        }
-        let gr = t.gr();
-        let name = match body["metadata"]["name"].as_str() {
-            Some(n) if !n.is_empty() => n.to_string(),
-            _ => match body["metadata"]["generateName"].as_str() {
-                Some(prefix) => loop {
-                    let candidate = format!("{prefix}{}", self.random_suffix());
-                    if self.entry(&gr, t.ns(), &candidate).is_none() {
-                        break candidate;
-                    }
-                },
-                None => {
-                    return Err(ApiErr::new(
-                        422,
-                        "Invalid",
-                        "metadata.name: Required value: name or generateName is required".into(),
-                    ));
-                }
-            },
-        };
-        if self.entry(&gr, t.ns(), &name).is_some() {
-            return Err(ApiErr::new(
-                409,
-                "AlreadyExists",
-                format!("{} \"{name}\" already exists", qualified(t)),
-            )
-            .with_details(&name, t));
-        }
-        self.admit_create(t, &name, &body)?;
-        self.autoregister(t, &body);
-        fill_type(&mut body, t);
-        if let Some(m) = body["metadata"].as_object_mut() {
-            for f in [
-                "uid",
-                "resourceVersion",
-                "generation",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "managedFields",
-            ] {
-                m.remove(f);
-            }
-        }
-        set_meta(&mut body, "name", json!(name));
-        if let Some(ns) = &t.namespace {
-            set_meta(&mut body, "namespace", json!(ns));
-        }
-        if gr == (String::new(), "secrets".to_string()) {
-            normalize_secret(&mut body);
-        }
-        let scope = if self.has_status_sub(&t.resource) {
-            if let Some(m) = body.as_object_mut() {
-                m.remove("status");
-            }
-            Scope::NoStatus
-        } else {
-            Scope::All
-        };
-        let mut managers = Managers::new();
-        let lists = self.lists_for(&gr);
-        update_ownership(&lists, &mut managers, None, &body, manager, "", scope);
-        Ok(self.create_entry(&gr, t.ns(), &name, body, managers))
-    }
-
-    fn patch(
-        &mut self,
-        t: &Target,
-        ptype: &str,
-        patch: &Value,
-        manager: &str,
-    ) -> Result<Value, ApiErr> {
-        let name = t.name.clone().unwrap_or_default();
-        let gr = t.gr();
-        let old = self
-            .entry(&gr, t.ns(), &name)
-            .cloned()
-            .ok_or_else(|| ApiErr::not_found(t, &name))?;
-        let mut cand = old.obj.clone();
-        match ptype {
-            "merge" => json_patch::merge(&mut cand, patch),
-            "json" => {
-                apply_json_patch(&mut cand, patch).map_err(|e| ApiErr::new(422, "Invalid", e))?
-            }
-            other => {
-                return Err(ApiErr::new(
-                    415,
-                    "UnsupportedMediaType",
-                    format!("unsupported patch type {other}"),
-                ));
-            }
-        }
-        if cand["metadata"]["resourceVersion"] != old.obj["metadata"]["resourceVersion"]
-            && !cand["metadata"]["resourceVersion"].is_null()
-        {
-            return Err(ApiErr::stale(t, &name));
-        }
-        if gr == (String::new(), "secrets".to_string()) {
-            normalize_secret(&mut cand);
-        }
-        let has_status = self.has_status_sub(&t.resource);
-        let new = isolate(Some(&old.obj), cand, t.is_status(), has_status);
-        validate(t, &name, &new)?;
-        let mut managers = old.managers.clone();
-        let lists = self.lists_for(&gr);
-        update_ownership(
-            &lists,
-            &mut managers,
-            Some(&old.obj),
-            &new,
-            manager,
-            t.sub_str(),
-            scope_for(t.is_status(), has_status),
-        );
-        Ok(self.commit(&gr, t.ns(), &name, new, managers, t.is_status()))
-    }
-
-    /// Server-side apply. Returns (object, created).
-    fn apply(
-        &mut self,
-        t: &Target,
-        applied: Value,
-        manager: &str,
-        force: bool,
-    ) -> Result<(Value, bool), ApiErr> {
-        if !applied.is_object() {
-            return Err(ApiErr::bad_request("apply patch must be an object"));
-        }
-        let name = t.name.clone().unwrap_or_default();
-        if let Some(n) = applied["metadata"]["name"].as_str()
-            && n != name
-        {
-            return Err(ApiErr::bad_request(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )));
-        }
-        let gr = t.gr();
-        let has_status = self.has_status_sub(&t.resource);
-        let status_write = t.is_status();
-        let sub = t.sub_str().to_string();
-        let existing = self.entry(&gr, t.ns(), &name).cloned();
-        if let (Some(e), Some(rv)) = (&existing, applied["metadata"]["resourceVersion"].as_str())
-            && Some(rv) != e.obj["metadata"]["resourceVersion"].as_str()
-        {
-            return Err(ApiErr::stale(t, &name));
-        }
-        let (current, mut managers, created) = match existing {
-            Some(e) => (e.obj, e.managers, false),
-            None => {
-                if status_write {
-                    return Err(ApiErr::not_found(t, &name));
-                }
-                self.autoregister(t, &applied);
-                let mut skel = json!({"metadata": {"name": name}});
-                if let Some(ns) = &t.namespace {
-                    skel["metadata"]["namespace"] = json!(ns);
-                }
-                (skel, Managers::new(), true)
-            }
-        };
-
-        let mut applied = applied;
-        fill_type(&mut applied, t);
-        if gr == (String::new(), "secrets".to_string()) {
-            normalize_secret(&mut applied);
-        }
-        let mut scoped = applied.clone();
-        if let Some(m) = scoped.as_object_mut() {
-            if status_write {
-                m.retain(|k, _| k == "status" || k == "apiVersion" || k == "kind");
-            } else if has_status {
-                m.remove("status");
-            }
-        }
-        if let Some(m) = scoped["metadata"].as_object_mut() {
-            for f in SYSTEM_META {
-                if *f != "name" && *f != "namespace" {
-                    m.remove(*f);
-                }
-            }
-        }
-        let scope = scope_for(status_write, has_status);
-        let mkey = MgrKey {
-            manager: manager.to_string(),
-            operation: "Apply",
-            subresource: sub.clone(),
-        };
-        let lists = self.lists_for(&t.gr());
-        let new_leaves = leaves(&lists, &scoped, scope);
-
-        // 1. conflicts with other managers over values that would change
-        let mut conflicts: Vec<(MgrKey, FPath)> = Vec::new();
-        for l in &new_leaves {
-            if is_marker(l) {
-                continue;
-            }
-            let Some(cur) = get_at(&current, l) else {
-                continue;
-            };
-            if Some(cur) == get_at(&scoped, l) {
-                continue;
-            }
-            for (k, owned) in &managers {
-                if k.manager != manager && k.subresource == sub && owned.contains(l) {
-                    conflicts.push((k.clone(), l.clone()));
-                }
-            }
-        }
-        if !conflicts.is_empty() {
-            if !force {
-                let n = conflicts.len();
-                let parts: Vec<String> = conflicts
-                    .iter()
-                    .map(|(k, p)| format!("conflict with \"{}\": {}", k.manager, path_string(p)))
-                    .collect();
-                let message = format!(
-                    "Apply failed with {n} conflict{}: {}",
-                    if n == 1 { "" } else { "s" },
-                    parts.join("; ")
-                );
-                let causes: Vec<Value> = conflicts
-                    .iter()
-                    .map(|(k, p)| {
-                        json!({
-                            "reason": "FieldManagerConflict",
-                            "message": format!("conflict with \"{}\"", k.manager),
-                            "field": path_string(p),
-                        })
-                    })
-                    .collect();
-                let mut err = ApiErr::new(409, "Conflict", message).with_details(&name, t);
-                if let Some(d) = err.details.as_mut() {
-                    d["causes"] = json!(causes);
-                }
-                return Err(err);
-            }
-            for (k, p) in &conflicts {
-                if let Some(owned) = managers.get_mut(k) {
-                    owned.remove(p);
-                }
-            }
-        }
-
-        // 2. merge
-        let mut merged = current.clone();
-        ssa_merge(&lists, &mut Vec::new(), &mut merged, &scoped);
-
-        // 3. remove what the manager stopped applying, unless someone else owns it
-        let old_leaves = managers.get(&mkey).cloned().unwrap_or_default();
-        let mut dropped: Vec<&FPath> = old_leaves.difference(&new_leaves).collect();
-        dropped.sort_by_key(|p| p.len());
-        for p in dropped {
-            let owned_elsewhere = managers
-                .iter()
-                .any(|(k, s)| k != &mkey && s.iter().any(|q| q.starts_with(p)));
-            if owned_elsewhere || new_leaves.iter().any(|q| q.starts_with(p)) {
-                continue;
-            }
-            if remove_at(&mut merged, p) {
-                for i in (2..p.len()).rev() {
-                    let parent = &p[..i];
-                    if !matches!(parent.last(), Some(Seg::Field(_))) {
-                        break;
-                    }
-                    // a map or list emptied by the removal goes too, as with a real API server
-                    let empty = get_at(&merged, parent).is_some_and(|v| {
-                        v.as_object().is_some_and(Map::is_empty)
-                            || v.as_array().is_some_and(Vec::is_empty)
-                    });
-                    let owned = managers.values().any(|s| s.contains(parent));
-                    if empty && !owned {
-                        remove_at(&mut merged, parent);
-                    } else {
-                        break;
-                    }
-                }
-            }
-        }
-        managers.insert(mkey, new_leaves);
-        managers.retain(|_, s| !s.is_empty());
-
-        if created {
-            // an apply to a missing object is a create, validated like one
-            self.admit_create(t, &name, &merged)?;
-            Ok((
-                self.create_entry(&gr, t.ns(), &name, merged, managers),
-                true,
-            ))
-        } else {
-            validate(t, &name, &merged)?;
-            Ok((
-                self.commit(&gr, t.ns(), &name, merged, managers, status_write),
-                false,
-            ))
-        }
-    }
-
-    /// What a real API server refuses on create (POST, or an apply to a missing object):
-    /// anything in a namespace being deleted (403), a Deployment without selector or pod
-    /// template (422), an `events.k8s.io` Event whose note is over 1,024 bytes (422).
-    fn admit_create(&self, t: &Target, name: &str, obj: &Value) -> Result<(), ApiErr> {
-        let terminating = |ns: &str| {
-            self.entry(&(String::new(), "namespaces".into()), "", ns)
-                .is_some_and(|e| {
-                    !e.obj["metadata"]["deletionTimestamp"].is_null()
-                        || e.obj["status"]["phase"] == "Terminating"
-                })
-        };
-        if let Some(ns) = t.namespace.as_deref().filter(|ns| terminating(ns)) {
-            return Err(ApiErr::new(
-                403,
-                "Forbidden",
-                format!(
-                    "{} \"{name}\" is forbidden: unable to create new content in namespace \
-                     {ns} because it is being terminated",
-                    qualified(t)
-                ),
-            )
-            .with_details(name, t));
-        }
-        let invalid = |kind: &str, field: &str, what: &str| {
-            Err(ApiErr::new(
-                422,
-                "Invalid",
-                format!("{kind} \"{name}\" is invalid: {field}: {what}"),
-            )
-            .with_details(name, t))
-        };
-        validate(t, name, obj)?;
-        let note = obj["note"].as_str().unwrap_or_default();
-        if t.group == "events.k8s.io" && note.len() > 1024 {
-            return invalid(
-                "Event.events.k8s.io",
-                "note",
-                "Too long: may not be more than 1024 bytes",
-            );
-        }
-        Ok(())
-    }
-
-    fn autoregister(&mut self, t: &Target, body: &Value) {
-        if self
-            .kinds
-            .iter()
-            .any(|k| k.group == t.group && k.plural == t.resource)
-        {
-            return;
-        }
-        if let Some(kind) = body["kind"].as_str() {
-            self.kinds.push(KindInfo {
-                group: t.group.clone(),
-                version: t.version.clone(),
-                kind: kind.to_string(),
-                plural: t.resource.clone(),
-                namespaced: t.namespace.is_some(),
-            });
-        }
-    }
-
-    fn random_suffix(&mut self) -> String {
-        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        let mut x = self
-            .next_counter()
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(17);
-        (0..5)
-            .map(|_| {
-                let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
-                x /= ALPHABET.len() as u64;
-                c
-            })
-            .collect()
-    }
-
-    fn create_entry(
-        &mut self,
-        gr: &GrKey,
-        ns: &str,
-        name: &str,
-        mut obj: Value,
-        managers: Managers,
-    ) -> Value {
-        set_meta(&mut obj, "name", json!(name));
-        if !ns.is_empty() {
-            set_meta(&mut obj, "namespace", json!(ns));
-        }
-        if obj["metadata"]["uid"].as_str().is_none() {
-            let n = self.next_counter();
-            set_meta(
-                &mut obj,
-                "uid",
-                json!(format!("00000000-0000-4000-8000-{n:012x}")),
-            );
-        }
-        if obj["metadata"]["creationTimestamp"].as_str().is_none() {
-            set_meta(&mut obj, "creationTimestamp", json!(now()));
-        }
-        if obj["metadata"]["generation"].as_i64().is_none() {
-            set_meta(&mut obj, "generation", json!(1));
-        }
-        if let Some(m) = obj["metadata"].as_object_mut() {
-            m.remove("managedFields");
-        }
-        let rv = self.next_rv();
-        set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
-        self.store.entry(gr.clone()).or_default().insert(
-            (ns.to_string(), name.to_string()),
-            Entry {
-                obj: obj.clone(),
-                managers,
-            },
-        );
-        self.emit("ADDED", gr, None, obj.clone());
-        obj
-    }
-
-    /// Stores `new` as the new state of an object (creating it if missing). No-op writes keep
-    /// the resourceVersion and notify nobody.
-    fn commit(
-        &mut self,
-        gr: &GrKey,
-        ns: &str,
-        name: &str,
-        mut new: Value,
-        managers: Managers,
-        status_write: bool,
-    ) -> Value {
-        let Some(old) = self.entry(gr, ns, name).cloned() else {
-            return self.create_entry(gr, ns, name, new, managers);
-        };
-        let meta = old.obj["metadata"].as_object().cloned().unwrap_or_default();
-        for f in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ] {
-            match meta.get(f) {
-                Some(v) => set_meta(&mut new, f, v.clone()),
-                None => {
-                    if let Some(m) = new["metadata"].as_object_mut() {
-                        m.remove(f);
-                    }
-                }
-            }
-        }
-        if let Some(m) = new["metadata"].as_object_mut() {
-            m.remove("managedFields");
-        }
-        if new == old.obj && managers == old.managers {
-            return old.obj;
-        }
-        if !status_write && strip_meta_status(&old.obj) != strip_meta_status(&new) {
-            let g = old.obj["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
-            set_meta(&mut new, "generation", json!(g));
-        }
-        let rv = self.next_rv();
-        set_meta(&mut new, "resourceVersion", json!(rv.to_string()));
-        let key = (ns.to_string(), name.to_string());
-        if !new["metadata"]["deletionTimestamp"].is_null() && finalizers_empty(&new) {
-            if let Some(m) = self.store.get_mut(gr) {
-                m.remove(&key);
-            }
-            self.emit("DELETED", gr, None, new.clone());
-            if let Some(uid) = new["metadata"]["uid"].as_str() {
-                self.gc(uid);
-            }
-            return new;
-        }
-        self.store.entry(gr.clone()).or_default().insert(
-            key,
-            Entry {
-                obj: new.clone(),
-                managers,
-            },
-        );
-        self.emit("MODIFIED", gr, Some(old.obj), new.clone());
-        new
-    }
-
-    fn delete_obj(&mut self, gr: &GrKey, ns: &str, name: &str, orphan: bool) -> Option<Value> {
-        let key = (ns.to_string(), name.to_string());
-        let entry = self.store.get(gr)?.get(&key)?.clone();
-        if !finalizers_empty(&entry.obj) {
-            if !entry.obj["metadata"]["deletionTimestamp"].is_null() {
-                return Some(entry.obj);
-            }
-            let mut new = entry.obj.clone();
-            set_meta(&mut new, "deletionTimestamp", json!(now()));
-            set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
-            let rv = self.next_rv();
-            set_meta(&mut new, "resourceVersion", json!(rv.to_string()));
-            self.store.entry(gr.clone()).or_default().insert(
-                key,
-                Entry {
-                    obj: new.clone(),
-                    managers: entry.managers,
-                },
-            );
-            self.emit("MODIFIED", gr, Some(entry.obj), new.clone());
-            return Some(new);
-        }
-        self.store.get_mut(gr)?.remove(&key);
-        let mut obj = entry.obj;
-        let rv = self.next_rv();
-        set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
-        self.emit("DELETED", gr, None, obj.clone());
-        if !orphan && let Some(uid) = obj["metadata"]["uid"].as_str() {
-            self.gc(uid);
-        }
-        Some(obj)
-    }
-
-    /// Background garbage collection: deletes dependents of `uid` whose owners are all gone.
-    fn gc(&mut self, uid: &str) {
-        let live: BTreeSet<String> = self
-            .store
-            .values()
-            .flat_map(|m| m.values())
-            .filter_map(|e| e.obj["metadata"]["uid"].as_str().map(str::to_string))
-            .collect();
-        let mut victims = Vec::new();
-        for (gr, m) in &self.store {
-            for ((ns, name), e) in m {
-                let Some(owners) = e.obj["metadata"]["ownerReferences"].as_array() else {
-                    continue;
-                };
-                let uids: Vec<&str> = owners.iter().filter_map(|o| o["uid"].as_str()).collect();
-                if uids.contains(&uid) && uids.iter().all(|u| !live.contains(*u)) {
-                    victims.push((gr.clone(), ns.clone(), name.clone()));
-                }
-            }
-        }
-        for (gr, ns, name) in victims {
-            self.delete_obj(&gr, &ns, &name, false);
-        }
-    }
-
-    fn emit(&mut self, ev: &'static str, gr: &GrKey, old: Option<Value>, new: Value) {
-        let rv = new["metadata"]["resourceVersion"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(self.rv);
-        self.watchers.retain(|w| {
-            if w.filter.gr != *gr {
-                return !w.tx.is_closed();
-            }
-            match render_event(&w.filter, ev, old.as_ref(), &new) {
-                Some(line) => w.tx.send(line).is_ok(),
-                None => !w.tx.is_closed(),
-            }
-        });
-        self.log.push_back(LogEntry {
-            rv,
-            ev,
-            gr: gr.clone(),
-            old,
-            new,
-        });
-        while self.log.len() > LOG_CAP {
-            if let Some(e) = self.log.pop_front() {
-                self.log_floor = e.rv;
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Paths, responses, small helpers
-// ---------------------------------------------------------------------------------------------
-
-fn parse_path(path: &str) -> Option<Target> {
+fn parse_path(path: &str) -> Option<RecordedRequest> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest) = match *segs.first()? {
-        "api" => (
-            String::new(),
-            segs.get(1)?.to_string(),
-            &segs[2.min(segs.len())..],
-        ),
-        "apis" => (
-            segs.get(1)?.to_string(),
-            segs.get(2)?.to_string(),
-            &segs[3.min(segs.len())..],
-        ),
+        "api" => ("", *segs.get(1)?, segs.get(2..)?),
+        "apis" => (*segs.get(1)?, *segs.get(2)?, segs.get(3..)?),
         _ => return None,
     };
-    let (namespace, rest) = if rest.len() >= 3 && rest[0] == "namespaces" {
-        (Some(rest[1].to_string()), &rest[2..])
-    } else {
-        (None, rest)
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
     };
-    if rest.is_empty() || rest.len() > 3 {
-        return None;
-    }
-    Some(Target {
-        group,
-        version,
-        resource: rest[0].to_string(),
+    let owned = |i: usize| rest.get(i).map(|s| s.to_string());
+    (1..=3).contains(&rest.len()).then(|| RecordedRequest {
+        api_group: group.into(),
+        api_version: version.into(),
+        resource: rest[0].into(),
         namespace,
-        name: rest.get(1).map(|s| s.to_string()),
-        sub: rest.get(2).map(|s| s.to_string()),
+        name: owned(1),
+        subresource: owned(2),
+        ..Default::default()
     })
 }
 
@@ -1817,53 +935,46 @@ fn split_api_version(av: &str) -> (String, String) {
     }
 }
 
-fn join_api_version(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    }
+fn body_of(v: &Value) -> FakeBody {
+    FakeBody::Full(Some(serde_json::to_vec(v).expect("json").into()))
 }
 
-fn json_response(code: u16, v: &Value) -> http::Response<FakeBody> {
-    http::Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(FakeBody::full(serde_json::to_vec(v).expect("json")))
+fn response(status: u16, body: FakeBody) -> http::Response<FakeBody> {
+    let r = http::Response::builder().status(status);
+    r.header("content-type", "application/json")
+        .body(body)
         .expect("response")
 }
 
-fn error_response(e: &ApiErr) -> http::Response<FakeBody> {
-    json_response(e.code, &e.to_json())
-}
-
-fn line_bytes(v: &Value) -> Bytes {
-    let mut b = serde_json::to_vec(v).expect("json");
+/// One line of a watch stream.
+fn event_line(ev: &str, obj: &Value, metadata_only: bool) -> Bytes {
+    let obj = if metadata_only {
+        partial(obj)
+    } else {
+        obj.clone()
+    };
+    let mut b = serde_json::to_vec(&json!({"type": ev, "object": obj})).expect("json");
     b.push(b'\n');
     Bytes::from(b)
 }
 
+fn in_ns(obj: &Value, ns: &Option<String>) -> bool {
+    ns.as_deref()
+        .is_none_or(|ns| obj["metadata"]["namespace"] == ns)
+}
+
 fn partial(obj: &Value) -> Value {
-    json!({
-        "apiVersion": "meta.k8s.io/v1",
-        "kind": "PartialObjectMetadata",
-        "metadata": obj["metadata"].clone(),
-    })
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": obj["metadata"].clone()})
 }
 
 fn to_partial(v: Value) -> Value {
-    if v["kind"] == "Status" {
-        return v;
-    }
-    if let Some(items) = v["items"].as_array() {
-        return json!({
-            "apiVersion": "meta.k8s.io/v1",
-            "kind": "PartialObjectMetadataList",
-            "metadata": v["metadata"].clone(),
-            "items": items.iter().map(partial).collect::<Vec<_>>(),
-        });
-    }
-    partial(&v)
+    let Some(items) = v["items"].as_array() else {
+        return partial(&v);
+    };
+    let items: Vec<Value> = items.iter().map(partial).collect();
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+        "metadata": v["metadata"].clone(), "items": items})
 }
 
 fn now() -> String {
@@ -1872,39 +983,16 @@ fn now() -> String {
         .to_string()
 }
 
-fn set_meta(obj: &mut Value, field: &str, v: Value) {
-    if !obj.is_object() {
-        *obj = json!({});
-    }
-    if !obj["metadata"].is_object() {
-        obj["metadata"] = json!({});
-    }
-    obj["metadata"][field] = v;
-}
-
-fn fill_type(body: &mut Value, t: &Target) {
-    if let Some(m) = body.as_object_mut() {
-        m.entry("apiVersion")
-            .or_insert_with(|| json!(t.api_version()));
-    }
-    if body["kind"].as_str().is_none()
-        && let Some(m) = body.as_object_mut()
-    {
-        // Best effort; kube always sends kind.
-        let singular = t.resource.strip_suffix('s').unwrap_or(&t.resource);
-        let mut c = singular.chars();
-        let kind = c
-            .next()
-            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-            .unwrap_or_default();
-        m.insert("kind".into(), json!(kind));
-    }
-}
-
 fn finalizers_empty(obj: &Value) -> bool {
     obj["metadata"]["finalizers"]
         .as_array()
-        .is_none_or(|f| f.is_empty())
+        .is_none_or(Vec::is_empty)
+}
+
+fn strip_system(obj: &mut Value) {
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        m.retain(|k, _| !SYSTEM_META.contains(&k.as_str()));
+    }
 }
 
 fn strip_meta_status(obj: &Value) -> Value {
@@ -1916,437 +1004,154 @@ fn strip_meta_status(obj: &Value) -> Value {
     v
 }
 
-/// Keeps `.status` as in `old` (non-status write on a resource with a status subresource),
-/// or takes only `.status` from `new` (status write).
-fn isolate(old: Option<&Value>, mut new: Value, status_write: bool, has_status: bool) -> Value {
-    let old_status = old.and_then(|o| o.get("status")).cloned();
-    if status_write {
-        let mut base = old.cloned().unwrap_or(new.clone());
-        match (base.as_object_mut(), new.get("status")) {
-            (Some(m), Some(s)) => {
-                m.insert("status".into(), s.clone());
-            }
-            (Some(m), None) => {
-                m.remove("status");
-            }
-            _ => {}
-        }
-        return base;
+/// The object after a write in `scope` of a resource with a status subresource: `new`
+/// with `.status` kept as in `old` (`Some(false)`), or `old` with only `.status` taken
+/// from `new` (`Some(true)`).
+fn isolate(old: Option<&Value>, new: Value, scope: Scope) -> Value {
+    let (from, mut to) = match (scope, old) {
+        (Some(true), Some(old)) => (new, old.clone()),
+        (Some(false), Some(old)) => (old.clone(), new),
+        _ => return new,
+    };
+    if let Some(m) = to.as_object_mut() {
+        match from.get("status") {
+            Some(s) => m.insert("status".into(), s.clone()),
+            None => m.remove("status"),
+        };
     }
-    if has_status && let Some(m) = new.as_object_mut() {
-        match old_status {
-            Some(s) => {
-                m.insert("status".into(), s);
-            }
-            None => {
-                m.remove("status");
-            }
-        }
-    }
-    new
+    to
 }
 
 /// Secrets: `stringData` is folded into base64 `data` like the API server does.
-fn normalize_secret(obj: &mut Value) {
-    let Some(m) = obj.as_object_mut() else {
+fn normalize_secret(gr: &Gr, obj: &mut Value) {
+    use base64::Engine;
+    let secret = gr.0.is_empty() && gr.1 == "secrets";
+    let Some(Value::Object(sd)) = obj
+        .as_object_mut()
+        .filter(|_| secret)
+        .and_then(|m| m.remove("stringData"))
+    else {
         return;
     };
-    let Some(Value::Object(sd)) = m.remove("stringData") else {
-        return;
-    };
-    let data = m.entry("data").or_insert_with(|| json!({}));
-    if !data.is_object() {
-        *data = json!({});
-    }
     for (k, v) in sd {
         let s = v
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| v.to_string());
-        data[k.as_str()] = json!(base64(s.as_bytes()));
+        obj["data"][k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(s));
     }
 }
 
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------------
-// Selectors and watch filtering
+// Server-side apply
 // ---------------------------------------------------------------------------------------------
 
-struct Filter {
-    gr: GrKey,
-    namespace: Option<String>,
-    metadata_only: bool,
+/// What a write covers: `None` every field (no status subresource), `Some(true)` only
+/// `.status`, `Some(false)` everything but `.status`.
+type Scope = Option<bool>;
+
+fn in_scope(scope: Scope, top: &str) -> bool {
+    scope.is_none_or(|status| status == (top == "status"))
 }
 
-impl Filter {
-    fn matches(&self, obj: &Value) -> bool {
-        self.namespace
-            .as_ref()
-            .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns.as_str()))
-    }
+/// The key field of the list at `path` (list items transparent), if it merges by key.
+fn list_key(path: &[String]) -> Option<&'static str> {
+    let p = path.join(".");
+    LIST_MAPS.iter().find(|(l, _)| *l == p).map(|(_, k)| *k)
 }
 
-fn render_event(f: &Filter, ev: &str, old: Option<&Value>, new: &Value) -> Option<Bytes> {
-    let new_m = f.matches(new);
-    let old_m = old.is_some_and(|o| f.matches(o));
-    let ty = match ev {
-        "ADDED" => new_m.then_some("ADDED"),
-        "DELETED" => new_m.then_some("DELETED"),
-        _ => match (old_m, new_m) {
-            (true, true) => Some("MODIFIED"),
-            (false, true) => Some("ADDED"),
-            (true, false) => Some("DELETED"),
-            (false, false) => None,
-        },
-    }?;
-    let obj = if f.metadata_only {
-        partial(new)
-    } else {
-        new.clone()
-    };
-    Some(line_bytes(&json!({"type": ty, "object": obj})))
+/// The item of a keyed list with this key value.
+fn item<'a>(list: &'a Value, kf: &str, key: &Value) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|i| i.get(kf) == Some(key))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Field paths and server-side apply
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Seg {
-    Field(String),
-    /// A list-map item: (key field, JSON of the key value).
-    Key(String, String),
-    /// A set-list element (JSON of the value).
-    Set(String),
+fn is_empty(v: &Value) -> bool {
+    v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty)
 }
 
-type FPath = Vec<Seg>;
-
-fn path_string(p: &[Seg]) -> String {
-    p.iter()
-        .map(|s| match s {
-            Seg::Field(f) => format!(".{f}"),
-            Seg::Key(k, v) => format!("[{k}={v}]"),
-            Seg::Set(v) => format!("[{v}]"),
-        })
-        .collect()
-}
-
-/// `metadata.managedFields` as the API server writes it: one entry per manager, its fields
-/// in the `FieldsV1` trie (`f:` fields, `k:` list-map keys, `v:` set values, `.` for an
-/// item owned as a whole).
-fn managed_fields_json(managers: &Managers, api_version: &str) -> Value {
-    let entries: Vec<Value> = managers
-        .iter()
-        .map(|(k, paths)| {
-            let mut trie = json!({});
-            for p in paths {
-                let mut node = &mut trie;
-                for seg in p {
-                    let key = match seg {
-                        Seg::Field(f) => format!("f:{f}"),
-                        Seg::Key(kf, v) => format!("k:{{{}:{v}}}", json_str(&json!(kf))),
-                        Seg::Set(v) => format!("v:{v}"),
-                    };
-                    node = node
-                        .as_object_mut()
-                        .expect("trie nodes are objects")
-                        .entry(key)
-                        .or_insert_with(|| json!({}));
-                }
-                if matches!(p.last(), Some(Seg::Key(..))) {
-                    node["."] = json!({});
-                }
-            }
-            let mut e = json!({
-                "manager": k.manager,
-                "operation": k.operation,
-                "apiVersion": api_version,
-                "time": now(),
-                "fieldsType": "FieldsV1",
-                "fieldsV1": trie,
-            });
-            if !k.subresource.is_empty() {
-                e["subresource"] = json!(k.subresource);
-            }
-            e
-        })
-        .collect();
-    json!(entries)
-}
-
-fn is_marker(p: &[Seg]) -> bool {
-    matches!(p.last(), Some(Seg::Key(..) | Seg::Set(..)))
-}
-
-fn json_str(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scope {
-    All,
-    NoStatus,
-    StatusOnly,
-}
-
-fn scope_for(status_write: bool, has_status: bool) -> Scope {
-    if status_write {
-        Scope::StatusOnly
-    } else if has_status {
-        Scope::NoStatus
-    } else {
-        Scope::All
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum ListKind {
-    /// `x-kubernetes-list-type: map`, keyed by the first `x-kubernetes-list-map-keys` entry.
-    Map(String),
-    Set,
-    Atomic,
-}
-
-/// How each list of one resource merges, by field path with list items transparent
-/// (`spec.template.spec.containers.env`). A list not named is atomic, as in the API server.
-type Lists = Vec<(String, ListKind)>;
-
-/// The list types of the built-in objects the operator and kube-runtime write, as
-/// Kubernetes' OpenAPI publishes them (`x-kubernetes-list-type`,
-/// `x-kubernetes-list-map-keys`); `*` is every resource (ObjectMeta).
-const BUILTIN_LISTS: &[(&str, &str, Option<&str>)] = &[
-    ("*", "metadata.finalizers", None),
-    ("*", "metadata.ownerReferences", Some("uid")),
-    ("deployments", "spec.template.spec.containers", Some("name")),
-    (
-        "deployments",
-        "spec.template.spec.containers.env",
-        Some("name"),
-    ),
-    (
-        "deployments",
-        "spec.template.spec.containers.ports",
-        Some("containerPort"),
-    ),
-    (
-        "deployments",
-        "spec.template.spec.containers.volumeMounts",
-        Some("mountPath"),
-    ),
-    (
-        "deployments",
-        "spec.template.spec.initContainers",
-        Some("name"),
-    ),
-    (
-        "deployments",
-        "spec.template.spec.initContainers.env",
-        Some("name"),
-    ),
-    ("deployments", "spec.template.spec.volumes", Some("name")),
-    ("deployments", "status.conditions", Some("type")),
-];
-
-/// The lists a CRD's `openAPIV3Schema` declares (`x-kubernetes-list-type` map or set).
-fn schema_lists(schema: &Value, path: &mut Vec<String>, out: &mut Lists) {
-    let Some(props) = schema["properties"].as_object() else {
+/// Removes from `live` what a field manager's previous configuration `old` set and its new
+/// one `new` sets no more, unless another manager's configuration (`others`) sets it or
+/// its value changed since (whoever changed it owns it now): the fields only that manager
+/// owned, which a real API server removes. Maps and lists emptied so go too; the key of a
+/// list item stays while anything else of the item does.
+fn prune(
+    live: &mut Value,
+    old: &Value,
+    new: Option<&Value>,
+    others: &[&Value],
+    path: &mut Vec<String>,
+) {
+    let (Some(old), Some(fields)) = (old.as_object(), live.as_object_mut()) else {
         return;
     };
-    for (field, sub) in props {
-        path.push(field.clone());
-        let kind = match sub["x-kubernetes-list-type"].as_str() {
-            Some("map") => sub["x-kubernetes-list-map-keys"][0]
-                .as_str()
-                .map(|k| ListKind::Map(k.to_owned())),
-            Some("set") => Some(ListKind::Set),
-            _ => None,
+    for (k, o) in old {
+        let Some(l) = fields.get_mut(k) else {
+            continue;
         };
-        if let Some(k) = kind {
-            out.push((path.join("."), k));
+        path.push(k.clone());
+        let n = new.and_then(|n| n.get(k));
+        let theirs: Vec<&Value> = others.iter().filter_map(|v| v.get(k)).collect();
+        let held = n.is_some() || !theirs.is_empty();
+        let had = !is_empty(l);
+        let gone = match (o, list_key(path)) {
+            (Value::Object(_), _) => {
+                prune(l, o, n, &theirs, path);
+                had && is_empty(l)
+            }
+            (Value::Array(items), Some(kf)) => {
+                for o in items.iter().filter(|o| o.get(kf).is_some()) {
+                    prune_item(l, o, n, &theirs, kf, path);
+                }
+                had && is_empty(l)
+            }
+            _ => l == o,
+        };
+        if gone && !held {
+            fields.remove(k);
         }
-        schema_lists(sub, path, out);
-        schema_lists(&sub["items"], path, out);
         path.pop();
     }
 }
 
-fn list_kind(lists: &Lists, path: &str) -> ListKind {
-    lists
-        .iter()
-        .find(|(p, _)| p == path)
-        .map_or(ListKind::Atomic, |(_, k)| k.clone())
-}
-
-fn schema_path(p: &[Seg]) -> String {
-    p.iter()
-        .filter_map(|s| match s {
-            Seg::Field(f) => Some(f.as_str()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn collect_leaves(lists: &Lists, v: &Value, path: &mut FPath, out: &mut BTreeSet<FPath>) {
-    match v {
-        Value::Object(m) if !m.is_empty() || path.is_empty() => {
-            for (k, c) in m {
-                if c.is_null() {
-                    continue;
-                }
-                path.push(Seg::Field(k.clone()));
-                if let Value::Array(items) = c {
-                    match list_kind(lists, &schema_path(path)) {
-                        ListKind::Map(kf) if items.iter().all(|i| i.get(&kf).is_some()) => {
-                            for it in items {
-                                path.push(Seg::Key(kf.clone(), json_str(&it[&kf])));
-                                out.insert(path.clone());
-                                collect_leaves(lists, it, path, out);
-                                path.pop();
-                            }
-                        }
-                        ListKind::Set => {
-                            for it in items {
-                                path.push(Seg::Set(json_str(it)));
-                                out.insert(path.clone());
-                                path.pop();
-                            }
-                        }
-                        ListKind::Map(_) | ListKind::Atomic => {
-                            out.insert(path.clone());
-                        }
-                    }
-                } else {
-                    collect_leaves(lists, c, path, out);
-                }
-                path.pop();
-            }
-        }
-        _ => {
-            out.insert(path.clone());
-        }
-    }
-}
-
-fn scope_allows(p: &[Seg], scope: Scope) -> bool {
-    let Some(Seg::Field(first)) = p.first() else {
-        return false;
+/// [`prune`] for the item `old` of a keyed list: the item goes when nothing but its key is
+/// left and no configuration sets it any more.
+fn prune_item(
+    live: &mut Value,
+    old: &Value,
+    new: Option<&Value>,
+    others: &[&Value],
+    kf: &str,
+    path: &mut Vec<String>,
+) {
+    let key = &old[kf];
+    let n = new.and_then(|n| item(n, kf, key));
+    let theirs: Vec<&Value> = others.iter().filter_map(|t| item(t, kf, key)).collect();
+    let Some(items) = live.as_array_mut() else {
+        return;
     };
-    if first == "apiVersion" || first == "kind" {
-        return false;
-    }
-    if first == "metadata" {
-        match p.get(1) {
-            Some(Seg::Field(f)) if SYSTEM_META.contains(&f.as_str()) => return false,
-            None => return false,
-            _ => {}
-        }
-    }
-    match scope {
-        Scope::All => true,
-        Scope::NoStatus => first != "status",
-        Scope::StatusOnly => first == "status",
-    }
-}
-
-fn leaves(lists: &Lists, v: &Value, scope: Scope) -> BTreeSet<FPath> {
-    let mut out = BTreeSet::new();
-    collect_leaves(lists, v, &mut Vec::new(), &mut out);
-    out.retain(|p| scope_allows(p, scope));
-    out
-}
-
-fn seg_matches(item: &Value, seg: &Seg) -> bool {
-    match seg {
-        Seg::Key(k, v) => item.get(k).is_some_and(|x| json_str(x) == *v),
-        Seg::Set(v) => json_str(item) == *v,
-        Seg::Field(_) => false,
-    }
-}
-
-fn get_at<'a>(v: &'a Value, path: &[Seg]) -> Option<&'a Value> {
-    let mut cur = v;
-    for s in path {
-        cur = match s {
-            Seg::Field(f) => cur.as_object()?.get(f)?,
-            _ => cur.as_array()?.iter().find(|i| seg_matches(i, s))?,
-        };
-    }
-    Some(cur)
-}
-
-fn get_at_mut<'a>(v: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
-    let mut cur = v;
-    for s in path {
-        cur = match s {
-            Seg::Field(f) => cur.as_object_mut()?.get_mut(f)?,
-            _ => cur.as_array_mut()?.iter_mut().find(|i| seg_matches(i, s))?,
-        };
-    }
-    Some(cur)
-}
-
-fn remove_at(v: &mut Value, path: &[Seg]) -> bool {
-    let Some((last, parent)) = path.split_last() else {
-        return false;
+    let Some(at) = items.iter().position(|i| i.get(kf) == Some(key)) else {
+        return;
     };
-    let Some(p) = get_at_mut(v, parent) else {
-        return false;
-    };
-    match last {
-        Seg::Field(f) => p.as_object_mut().and_then(|m| m.remove(f)).is_some(),
-        s => match p.as_array_mut() {
-            Some(arr) => {
-                let before = arr.len();
-                arr.retain(|i| !seg_matches(i, s));
-                arr.len() != before
-            }
-            None => false,
-        },
+    let mut fields = old.clone();
+    fields.as_object_mut().map(|m| m.remove(kf));
+    prune(&mut items[at], &fields, n, &theirs, path);
+    let only_key = items[at].as_object().is_some_and(|m| m.len() <= 1);
+    if only_key && n.is_none() && theirs.is_empty() {
+        items.remove(at);
     }
 }
 
 fn strip_nulls(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), strip_nulls(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
+    let Value::Object(m) = v else {
+        return v.clone();
+    };
+    let kept = m.iter().filter(|(_, v)| !v.is_null());
+    Value::Object(kept.map(|(k, v)| (k.clone(), strip_nulls(v))).collect())
 }
 
 /// Merges an applied configuration into the live object: maps recursively, list-maps by key,
-/// sets by value, everything else replaced.
-fn ssa_merge(lists: &Lists, path: &mut Vec<String>, cur: &mut Value, applied: &Value) {
+/// everything else replaced.
+fn ssa_merge(path: &mut Vec<String>, cur: &mut Value, applied: &Value) {
     let Some(a) = applied.as_object() else {
         *cur = applied.clone();
         return;
@@ -2355,95 +1160,25 @@ fn ssa_merge(lists: &Lists, path: &mut Vec<String>, cur: &mut Value, applied: &V
         *cur = json!({});
     }
     let c = cur.as_object_mut().expect("object");
-    for (k, av) in a {
-        if av.is_null() {
-            continue;
-        }
+    for (k, av) in a.iter().filter(|(_, av)| !av.is_null()) {
         path.push(k.clone());
-        let kind = match (c.get(k), av) {
-            (Some(Value::Object(_)), Value::Object(_)) => None,
-            (Some(Value::Array(_)), Value::Array(_)) => Some(list_kind(lists, &path.join("."))),
-            _ => Some(ListKind::Atomic),
-        };
-        match kind {
-            None => ssa_merge(lists, path, c.get_mut(k).expect("present"), av),
-            Some(ListKind::Map(kf)) => {
-                let ci = c.get_mut(k).and_then(Value::as_array_mut).expect("array");
-                for item in av.as_array().expect("array") {
-                    match ci.iter_mut().find(|x| x.get(&kf) == item.get(&kf)) {
-                        Some(existing) => ssa_merge(lists, path, existing, item),
+        match (c.get_mut(k), av, list_key(path)) {
+            (Some(cv @ Value::Object(_)), Value::Object(_), _) => ssa_merge(path, cv, av),
+            (Some(Value::Array(ci)), Value::Array(items), Some(kf)) => {
+                for item in items {
+                    match ci.iter_mut().find(|x| x.get(kf) == item.get(kf)) {
+                        Some(existing) => ssa_merge(path, existing, item),
                         None => ci.push(strip_nulls(item)),
                     }
                 }
             }
-            Some(ListKind::Set) => {
-                let ci = c.get_mut(k).and_then(Value::as_array_mut).expect("array");
-                for item in av.as_array().expect("array") {
-                    if !ci.contains(item) {
-                        ci.push(item.clone());
-                    }
-                }
-            }
-            Some(ListKind::Atomic) => {
+            _ => {
                 c.insert(k.clone(), strip_nulls(av));
             }
         }
         path.pop();
     }
 }
-
-/// Non-apply writes (POST/PUT/patches): the writer takes ownership of every leaf it changed
-/// or added; leaves that disappeared are dropped from every manager.
-fn update_ownership(
-    lists: &Lists,
-    managers: &mut Managers,
-    old: Option<&Value>,
-    new: &Value,
-    manager: &str,
-    sub: &str,
-    scope: Scope,
-) {
-    let new_leaves = leaves(lists, new, scope);
-    let old_leaves = old.map(|o| leaves(lists, o, scope)).unwrap_or_default();
-    let changed: BTreeSet<FPath> = new_leaves
-        .iter()
-        .filter(|l| match old {
-            None => true,
-            Some(o) => {
-                if is_marker(l) {
-                    get_at(o, l).is_none()
-                } else {
-                    get_at(o, l) != get_at(new, l)
-                }
-            }
-        })
-        .cloned()
-        .collect();
-    let gone: Vec<&FPath> = old_leaves.difference(&new_leaves).collect();
-    let key = MgrKey {
-        manager: manager.to_string(),
-        operation: "Update",
-        subresource: sub.to_string(),
-    };
-    for (k, owned) in managers.iter_mut() {
-        if *k != key {
-            for c in &changed {
-                owned.remove(c);
-            }
-        }
-        if !gone.is_empty() {
-            owned.retain(|q| !gone.iter().any(|g| q.starts_with(g)));
-        }
-    }
-    if !changed.is_empty() {
-        managers.entry(key).or_default().extend(changed);
-    }
-    managers.retain(|_, s| !s.is_empty());
-}
-
-// ---------------------------------------------------------------------------------------------
-// Patches
-// ---------------------------------------------------------------------------------------------
 
 /// RFC 6902 JSON patch with the `json-patch` crate (the one kube uses to build them). Like
 /// the API server's Go library, a `test` of a missing member against `null` passes: kube's

@@ -22,14 +22,6 @@ pub fn fake_cluster() -> FakeApi {
         true,
     );
     api.add_status_subresource("microsoftmailintegrations");
-    // the CRD itself, so that the fake merges the integration's lists as its schema says
-    api.insert(
-        serde_json::to_value(
-            <nocobase_mail_operator::api::MicrosoftMailIntegration as kube::CustomResourceExt>::crd(
-            ),
-        )
-        .unwrap(),
-    );
     api
 }
 
