@@ -216,7 +216,7 @@ impl FakeApi {
 
     /// Teaches the helpers (`insert`, `get`, ...) and `List` kinds about a kind (CRDs).
     pub fn register_kind(&self, api_version: &str, kind: &str, plural: &str, namespaced: bool) {
-        let group = split_api_version(api_version).0;
+        let group = group_of(api_version);
         let mut st = self.lock();
         st.kinds
             .retain(|k| !(k.0 == group && (k.1 == kind || k.2 == plural)));
@@ -300,11 +300,6 @@ impl FakeApi {
     pub fn drop_watches(&self) -> usize {
         let watchers = std::mem::take(&mut self.lock().watchers);
         watchers.iter().filter(|w| !w.3.is_closed()).count()
-    }
-
-    /// The current (global) resourceVersion.
-    pub fn resource_version(&self) -> u64 {
-        self.lock().rv
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -408,7 +403,7 @@ struct State {
 impl Default for State {
     fn default() -> Self {
         let kind = |&(av, kind, plural, ns, _): &(&str, &str, &str, bool, bool)| {
-            (split_api_version(av).0, kind.into(), plural.into(), ns)
+            (group_of(av), kind.into(), plural.into(), ns)
         };
         let with_status = KINDS.iter().filter(|k| k.4).map(|k| k.2.to_string());
         State {
@@ -443,11 +438,8 @@ impl ApiErr {
         }
     }
     fn not_found(gr: &Gr, name: &str) -> Self {
-        ApiErr::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified(gr)),
-        )
+        let msg = format!("{} \"{name}\" not found", qualified(gr));
+        ApiErr::new(404, "NotFound", msg)
     }
     fn bad_request(msg: impl Into<String>) -> Self {
         ApiErr::new(400, "BadRequest", msg)
@@ -461,11 +453,8 @@ impl ApiErr {
         ApiErr::new(409, "Conflict", msg)
     }
     fn invalid(kind: &str, name: &str, field: &str, what: &str) -> Self {
-        ApiErr::new(
-            422,
-            "Invalid",
-            format!("{kind} \"{name}\" is invalid: {field}: {what}"),
-        )
+        let msg = format!("{kind} \"{name}\" is invalid: {field}: {what}");
+        ApiErr::new(422, "Invalid", msg)
     }
     /// A failure asked for with [`FakeApi::set_fail_next`], with the reason Kubernetes
     /// gives that status.
@@ -480,10 +469,8 @@ impl ApiErr {
                 _ => "InternalError".into(),
             },
         };
-        let msg = format!(
-            "injected failure ({code} {reason}) for {}",
-            qualified(&r.gr())
-        );
+        let what = qualified(&r.gr());
+        let msg = format!("injected failure ({code} {reason}) for {what}");
         ApiErr::new(code, &reason, msg)
     }
     fn to_json(&self) -> Value {
@@ -505,7 +492,7 @@ impl State {
     }
 
     fn resolve(&self, api_version: &str, kind: &str) -> (Gr, bool) {
-        let group = split_api_version(api_version).0;
+        let group = group_of(api_version);
         let Some(k) = self.kinds.iter().find(|k| k.0 == group && k.1 == kind) else {
             panic!("FakeApi: unknown kind {api_version} {kind}; call register_kind first")
         };
@@ -706,13 +693,8 @@ impl State {
         if let Some(before) = configs.get(&me) {
             let others = configs.iter().filter(|(k, _)| **k != me).map(|e| e.1);
             let others: Vec<&Value> = others.collect();
-            prune(
-                &mut merged,
-                before,
-                Some(&applied),
-                &others,
-                &mut Vec::new(),
-            );
+            let (new, path) = (Some(&applied), &mut Vec::new());
+            prune(&mut merged, before, new, &others, path);
         }
         ssa_merge(&mut Vec::new(), &mut merged, &applied);
         configs.insert(me, applied);
@@ -786,11 +768,12 @@ impl State {
             None => {
                 self.counter += 1;
                 let uid = format!("00000000-0000-4000-8000-{:012x}", self.counter);
-                json!({"uid": uid, "creationTimestamp": now(), "generation": 1})
+                let generation = has_generation(gr).then_some(1);
+                json!({"uid": uid, "creationTimestamp": now(), "generation": generation})
             }
         };
         let meta = meta.as_object_mut().expect("metadata");
-        meta.retain(|k, _| SYSTEM_META.contains(&k.as_str()));
+        meta.retain(|k, v| SYSTEM_META.contains(&k.as_str()) && !v.is_null());
         meta.insert("name".into(), json!(name));
         if !ns.is_empty() {
             meta.insert("namespace".into(), json!(ns));
@@ -807,7 +790,7 @@ impl State {
             if new == old.obj && applied == old.applied {
                 return new;
             }
-            if !status && strip_meta_status(&old.obj) != strip_meta_status(&new) {
+            if has_generation(gr) && !status && content(&old.obj) != content(&new) {
                 let g = old.obj["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                 new["metadata"]["generation"] = json!(g);
             }
@@ -928,11 +911,11 @@ fn parse_path(path: &str) -> Option<RecordedRequest> {
     })
 }
 
-fn split_api_version(av: &str) -> (String, String) {
-    match av.split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), av.to_string()),
-    }
+fn group_of(api_version: &str) -> String {
+    api_version
+        .split_once('/')
+        .map_or("", |(g, _)| g)
+        .to_owned()
 }
 
 fn body_of(v: &Value) -> FakeBody {
@@ -995,13 +978,19 @@ fn strip_system(obj: &mut Value) {
     }
 }
 
-fn strip_meta_status(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-    }
-    v
+/// What `metadata.generation` counts changes of: all but metadata and status.
+fn content(obj: &Value) -> Vec<(&String, &Value)> {
+    let fields = obj.as_object().into_iter().flatten();
+    fields
+        .filter(|(k, _)| *k != "metadata" && *k != "status")
+        .collect()
+}
+
+/// Whether objects of this group keep `metadata.generation` (bumped when their spec
+/// changes): Deployments and custom resources do; Secrets, Namespaces and the rest of the
+/// core group, Events and Leases have none (as kube-apiserver 1.20 shows).
+fn has_generation(gr: &Gr) -> bool {
+    !matches!(gr.0.as_str(), "" | "events.k8s.io" | "coordination.k8s.io")
 }
 
 /// The object after a write in `scope` of a resource with a status subresource: `new`
