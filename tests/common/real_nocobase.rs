@@ -47,8 +47,11 @@ impl RealNocoBase {
         }
     }
 
-    /// Sends one API request, retrying while NocoBase refreshes (503), and returns the
-    /// status and JSON body.
+    /// Sends one API request, retrying while NocoBase refreshes (503) or its connection
+    /// drops, and returns the status and JSON body. A dropped connection is retried
+    /// because a reload (`app:refresh`, or another suite stopping and starting the shared
+    /// NocoBase) closes idle keep-alive connections: the next request on one failed with
+    /// hyper's `IncompleteMessage` before NocoBase saw it.
     pub async fn api(&self, method: &str, action: &str, body: Option<Value>) -> (u16, Value) {
         for _ in 0..60 {
             let url = format!("{}/api/{action}", self.url);
@@ -59,7 +62,14 @@ impl RealNocoBase {
             if let Some(b) = &body {
                 req = req.json(b);
             }
-            let resp = req.send().await.expect("NocoBase answers");
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(e) if e.is_request() || e.is_connect() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(e) => panic!("NocoBase answers: {e}"),
+            };
             let status = resp.status().as_u16();
             let text = resp.text().await.unwrap_or_default();
             if status == 503 {
@@ -68,32 +78,25 @@ impl RealNocoBase {
             }
             return (status, serde_json::from_str(&text).unwrap_or(Value::Null));
         }
-        panic!("NocoBase kept answering 503 for 30 s");
+        panic!("NocoBase kept answering 503 or dropping the connection for 30 s");
     }
 
     /// A stand-in for the email manager's settings: a record per provider (gmail,
     /// outlook), a client ID field and a client secret field (`hidden: true` when asked,
     /// as a secret may be: then it is absent from every read).
     pub async fn create_stand_in(&self, name: &str, secret_hidden: bool) {
-        self.destroy(name).await;
-        let (status, body) = self
-            .api(
-                "POST",
-                "collections:create",
-                Some(json!({
-                    "name": name, "title": name, "autoGenId": true, "createdAt": true, "updatedAt": true,
-                    "fields": [
-                        {"name": "id", "type": "bigInt", "autoIncrement": true, "primaryKey": true, "allowNull": false, "interface": "id"},
-                        {"name": "createdAt", "type": "date", "field": "createdAt", "interface": "createdAt"},
-                        {"name": "updatedAt", "type": "date", "field": "updatedAt", "interface": "updatedAt"},
-                        {"name": "provider", "type": "string", "interface": "input"},
-                        {"name": "clientId", "type": "string", "interface": "input"},
-                        {"name": "clientSecret", "type": "string", "interface": "password", "hidden": secret_hidden},
-                    ],
-                })),
-            )
-            .await;
-        assert_eq!(status, 200, "collections:create: {body}");
+        self.create_collection(json!({
+            "name": name, "title": name, "autoGenId": true, "createdAt": true, "updatedAt": true,
+            "fields": [
+                {"name": "id", "type": "bigInt", "autoIncrement": true, "primaryKey": true, "allowNull": false, "interface": "id"},
+                {"name": "createdAt", "type": "date", "field": "createdAt", "interface": "createdAt"},
+                {"name": "updatedAt", "type": "date", "field": "updatedAt", "interface": "updatedAt"},
+                {"name": "provider", "type": "string", "interface": "input"},
+                {"name": "clientId", "type": "string", "interface": "input"},
+                {"name": "clientSecret", "type": "string", "interface": "password", "hidden": secret_hidden},
+            ],
+        }))
+        .await;
         for provider in ["gmail", "outlook"] {
             let (status, body) = self
                 .api(
@@ -115,7 +118,6 @@ impl RealNocoBase {
         options_hidden: bool,
         options: Value,
     ) -> Value {
-        self.destroy(name).await;
         let mut fields = vec![
             json!({"name": "id", "type": "bigInt", "autoIncrement": true, "primaryKey": true, "allowNull": false, "interface": "id"}),
             json!({"name": "options", "type": "json", "interface": "json", "hidden": options_hidden}),
@@ -123,16 +125,10 @@ impl RealNocoBase {
         if updated_at {
             fields.push(json!({"name": "updatedAt", "type": "date", "field": "updatedAt", "interface": "updatedAt"}));
         }
-        let (status, body) = self
-            .api(
-                "POST",
-                "collections:create",
-                Some(json!({"name": name, "title": name, "autoGenId": true,
-                    "createdAt": false, "updatedAt": updated_at, "timestamps": updated_at,
-                    "fields": fields})),
-            )
+        self.create_collection(json!({"name": name, "title": name, "autoGenId": true,
+            "createdAt": false, "updatedAt": updated_at, "timestamps": updated_at,
+            "fields": fields}))
             .await;
-        assert_eq!(status, 200, "collections:create: {body}");
         let (status, body) = self
             .api(
                 "POST",
@@ -142,6 +138,29 @@ impl RealNocoBase {
             .await;
         assert_eq!(status, 200, "{name}:create: {body}");
         body["data"]["id"].clone()
+    }
+
+    /// `collections:create` of `definition`, after destroying any collection of its name.
+    /// A 500 is tried again: with other suites using the same NocoBase (and making it
+    /// reload with `app:refresh`), a create failed twice in a row with 500 "null value in
+    /// column \"key\" of relation \"fields\"" on 2.2.15, and the same request succeeded
+    /// when sent again a little later.
+    async fn create_collection(&self, definition: Value) {
+        let name = definition["name"].as_str().expect("a name").to_owned();
+        for attempt in 1..=5 {
+            self.destroy(&name).await;
+            let (status, body) = self
+                .api("POST", "collections:create", Some(definition.clone()))
+                .await;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                status == 500 && attempt < 5,
+                "collections:create: {status} {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
     }
 
     /// The only record of `name`, as NocoBase lists it.
