@@ -370,6 +370,37 @@ async fn server_side_apply_never_conflicts_unless_injected_and_a_later_writer_ke
     assert_eq!(env_of(&dropped), [("X".into(), Some("3".into()))]);
 }
 
+/// What kube-apiserver 1.20 does (seen with kubectl): a field its creator set and a field
+/// manager then applied with the same value stays when the manager stops applying it (the
+/// creator owns it too); what the manager alone set goes.
+#[tokio::test]
+async fn a_field_the_creator_set_too_stays_when_the_manager_drops_it() {
+    let fake = FakeApi::new();
+    let deploys: Api<Deployment> = Api::namespaced(fake.client(), "default");
+    let mut created: Deployment =
+        serde_json::from_value(deployment(json!([{"name": "X", "value": "1"}]))).unwrap();
+    created.metadata.namespace = None;
+    deploys
+        .create(&PostParams::default(), &created)
+        .await
+        .unwrap();
+    let op = PatchParams::apply("op");
+    let env = json!([{"name": "X", "value": "1"}, {"name": "Y", "value": "1"}]);
+    let applied = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "env": env}]}}}});
+    deploys
+        .patch("web", &op, &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    let nothing =
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}});
+    let dropped = deploys
+        .patch("web", &op, &Patch::Apply(&nothing))
+        .await
+        .unwrap();
+    assert_eq!(env_of(&dropped), [("X".into(), Some("1".into()))]);
+}
+
 #[tokio::test]
 async fn server_side_apply_removes_fields_the_manager_stopped_applying() {
     let fake = FakeApi::new();

@@ -1,26 +1,19 @@
-//! An in-process fake Kubernetes API server that plugs into [`kube::Client`], for what a
-//! real API server cannot give: fast unit-level runs of the reconciler (no process, no
-//! network, a clock of the test's own) and faults on demand: the next request failing with
-//! any status ([`FakeApi::set_fail_next`]: a 409 conflict, 410, 429, 5xx), dropped watches
-//! ([`FakeApi::drop_watches`]) and latency ([`FakeApi::set_latency`]).
+//! An in-process fake Kubernetes API server that plugs into [`kube::Client`], for fast
+//! unit-level runs of the reconciler and faults on demand ([`FakeApi::set_fail_next`]: any
+//! status, a 409 conflict included; [`FakeApi::drop_watches`]; [`FakeApi::set_latency`]).
+//! What only a real API server decides (field ownership and `managedFields`, conflicts
+//! between field managers, list merges from a CRD's schema, garbage collection) is tested
+//! on the real control plane (`tests/kube_real.rs`, `tests/user_journey.rs`), not here:
+//! this server-side apply merges the lists the operator writes by key and removes what a
+//! manager stopped applying unless another writer sets it to its value or changed it
+//! since, never conflicts, and shows no `managedFields`; nothing is garbage collected.
 //!
-//! What only a real API server decides is tested on the real control plane of
-//! `scripts/real-kube.sh` (`tests/kube_real.rs`, `tests/user_journey.rs`): field ownership
-//! and `managedFields`, conflicts between field managers, list merges from a CRD's schema,
-//! owner-reference garbage collection. The fake has none of them. Its server-side apply
-//! merges the lists the operator writes by key and removes what a field manager stopped
-//! applying unless another manager applies it or someone changed it since; it never
-//! answers a conflict (as if forced) and shows no `managedFields`; deleting an owner
-//! collects nothing.
-//!
-//! [`FakeApi`] is a `tower::Service` holding every object as `serde_json::Value`, keyed by
-//! (API group, resource plural, namespace, name); paths are parsed generically. It serves
-//! GET, LIST and WATCH (resumable from a resourceVersion, `timeoutSeconds`), POST, PATCH
-//! (merge, JSON, apply), DELETE (finalizers), the `/status` subresource and metadata-only
-//! (`PartialObjectMetadata`) requests, and refuses what a real server refuses and the
-//! operator meets (an invalid Deployment, a create in a terminating namespace, an Event
-//! note over 1,024 bytes). PUT, strategic-merge patches, selectors, collection deletes and
-//! `generateName` are refused: the operator sends none. Every request is recorded.
+//! Objects are `serde_json::Value`s keyed by (group, resource plural, namespace, name);
+//! paths are parsed generically. Served: GET, LIST and WATCH (resumable, `timeoutSeconds`),
+//! POST, PATCH (merge, JSON, apply), DELETE (finalizers), `/status`, metadata-only
+//! requests; refused as a real server refuses them: an invalid Deployment, a create in a
+//! terminating namespace, an Event note over 1,024 bytes; refused because the operator
+//! sends none: PUT, strategic merge, selectors, collection deletes, `generateName`.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -47,13 +40,11 @@ const SYSTEM_META: &[&str] = &[
     "selfLink",
 ];
 
-/// The lists merged by key (`x-kubernetes-list-type: map`) in what the operator applies,
-/// by field path with list items transparent; every other list is atomic.
+/// The lists merged by key (`x-kubernetes-list-type: map`) in what the operator applies
+/// (never init containers), by field path with list items transparent; others are atomic.
 const LIST_MAPS: &[(&str, &str)] = &[
     ("spec.template.spec.containers", "name"),
     ("spec.template.spec.containers.env", "name"),
-    ("spec.template.spec.initContainers", "name"),
-    ("spec.template.spec.initContainers.env", "name"),
     ("status.conditions", "type"),
 ];
 
@@ -74,6 +65,7 @@ pub struct RecordedRequest {
     pub verb: String,
     /// "" for the core group.
     pub api_group: String,
+    /// "apps/v1", "v1", ...
     pub api_version: String,
     /// Resource plural, e.g. "secrets".
     pub resource: String,
@@ -110,12 +102,6 @@ impl RecordedRequest {
     }
     fn is_status(&self) -> bool {
         self.subresource.as_deref() == Some("status")
-    }
-    fn full_api_version(&self) -> String {
-        match self.api_group.as_str() {
-            "" => self.api_version.clone(),
-            g => format!("{g}/{}", self.api_version),
-        }
     }
 }
 
@@ -162,10 +148,6 @@ impl http_body::Body for FakeBody {
             },
         };
         Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, FakeBody::Full(None))
     }
 }
 
@@ -373,8 +355,12 @@ type Gr = (String, String);
 /// (group, kind, plural, namespaced)
 type Kind = (String, String, String, bool);
 
-/// The configuration each field manager last applied, by (manager, through `/status`).
+/// The configuration each field manager last applied, by (manager, through `/status`),
+/// and under [`UPDATE`] what the other writes changed.
 type Applied = BTreeMap<(String, bool), Value>;
+
+/// The writers of POST, merge and JSON patches and the helpers, counted as one manager.
+const UPDATE: &str = "";
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -385,10 +371,14 @@ struct Entry {
 /// An open watch: (group and resource, namespace or all, metadata only), and its stream.
 type Watcher = (Gr, Option<String>, bool, mpsc::UnboundedSender<Bytes>);
 
+#[derive(Default)]
 struct State {
+    /// Changes so far: the cluster's resourceVersion is one more (a fresh cluster is at 1,
+    /// never at the 0 that means "any").
     rv: u64,
-    counter: u64,
+    /// Registered kinds (CRDs), found before [`KINDS`].
     kinds: Vec<Kind>,
+    /// Registered status subresources, beside those of [`KINDS`].
     status_sub: BTreeSet<String>,
     store: BTreeMap<Gr, BTreeMap<(String, String), Entry>>,
     watchers: Vec<Watcher>,
@@ -398,27 +388,6 @@ struct State {
     requests: Vec<RecordedRequest>,
     fail_next: Vec<(String, String, u16)>,
     latency: Duration,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        let kind = |&(av, kind, plural, ns, _): &(&str, &str, &str, bool, bool)| {
-            (group_of(av), kind.into(), plural.into(), ns)
-        };
-        let with_status = KINDS.iter().filter(|k| k.4).map(|k| k.2.to_string());
-        State {
-            rv: 1,
-            counter: 0,
-            kinds: KINDS.iter().map(kind).collect(),
-            status_sub: with_status.collect(),
-            store: BTreeMap::new(),
-            watchers: Vec::new(),
-            log: Vec::new(),
-            requests: Vec::new(),
-            fail_next: Vec::new(),
-            latency: Duration::ZERO,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -493,16 +462,36 @@ impl State {
 
     fn resolve(&self, api_version: &str, kind: &str) -> (Gr, bool) {
         let group = group_of(api_version);
-        let Some(k) = self.kinds.iter().find(|k| k.0 == group && k.1 == kind) else {
+        let Some(k) = self.kinds().find(|k| k.0 == group && k.1 == kind) else {
             panic!("FakeApi: unknown kind {api_version} {kind}; call register_kind first")
         };
-        ((k.0.clone(), k.2.clone()), k.3)
+        ((k.0, k.2), k.3)
+    }
+
+    fn kinds(&self) -> impl Iterator<Item = Kind> + '_ {
+        let builtin = KINDS
+            .iter()
+            .map(|k| (group_of(k.0), k.1.into(), k.2.into(), k.3));
+        self.kinds.iter().cloned().chain(builtin)
+    }
+
+    /// The kind of a request's resource, when known.
+    fn kind_of(&self, r: &RecordedRequest) -> Option<String> {
+        let k = self
+            .kinds()
+            .find(|k| k.0 == r.api_group && k.2 == r.resource);
+        k.map(|k| k.1)
+    }
+
+    fn has_status(&self, resource: &str) -> bool {
+        let builtin = KINDS.iter().any(|k| k.2 == resource && k.4);
+        builtin || self.status_sub.contains(resource)
     }
 
     /// The scope of a write: `None` for a resource without a status subresource (all
     /// fields), else whether it writes only `.status` (else everything but `.status`).
     fn scope(&self, resource: &str, status_write: bool) -> Scope {
-        self.status_sub.contains(resource).then_some(status_write)
+        self.has_status(resource).then_some(status_write)
     }
 
     /// Helper writes: `insert` (upsert, status kept), `update` or `update_status` (the
@@ -533,7 +522,8 @@ impl State {
                 e.message
             );
         }
-        let applied = old.map(|o| o.applied).unwrap_or_default();
+        let mut applied = old.as_ref().map(|o| o.applied.clone()).unwrap_or_default();
+        record_update(&mut applied, old.as_ref().map(|o| &o.obj), &obj);
         self.commit(&gr, &ns, &name, obj, applied, sub == Some(true))
     }
 
@@ -541,7 +531,7 @@ impl State {
     /// resource lacks), a label or field selector.
     fn check(&self, r: &RecordedRequest, q: &HashMap<String, String>) -> Result<(), ApiErr> {
         let sub = r.subresource.as_deref();
-        if sub.is_some_and(|s| s != "status" || !self.status_sub.contains(&r.resource)) {
+        if sub.is_some_and(|s| s != "status" || !self.has_status(&r.resource)) {
             let msg = format!("fake_api: {} has no subresource {sub:?}", r.resource);
             return Err(ApiErr::new(404, "NotFound", msg));
         }
@@ -585,13 +575,9 @@ impl State {
             .map(|e| &e.obj)
             .filter(|o| in_ns(o, &r.namespace))
             .collect();
-        let kind = self
-            .kinds
-            .iter()
-            .find(|k| k.0 == r.api_group && k.2 == r.resource);
-        let kind = format!("{}List", kind.map_or("", |k| &k.1));
-        json!({"apiVersion": r.full_api_version(), "kind": kind,
-            "metadata": {"resourceVersion": self.rv.to_string()}, "items": items})
+        let kind = format!("{}List", self.kind_of(r).unwrap_or_default());
+        json!({"apiVersion": r.api_version, "kind": kind,
+            "metadata": {"resourceVersion": (self.rv + 1).to_string()}, "items": items})
     }
 
     /// A watch: what it missed since its resourceVersion (everything when it gives none),
@@ -638,7 +624,9 @@ impl State {
         if let (Some(m), Some(_)) = (body.as_object_mut(), self.scope(&r.resource, false)) {
             m.remove("status");
         }
-        self.store_new(r, &name, body, Applied::new())
+        let mut applied = Applied::new();
+        record_update(&mut applied, None, &body);
+        self.store_new(r, &name, body, applied)
     }
 
     fn patch(&mut self, r: &RecordedRequest, ptype: &str, patch: &Value) -> Result<Value, ApiErr> {
@@ -658,7 +646,9 @@ impl State {
         normalize_secret(&gr, &mut cand);
         let new = isolate(Some(&old.obj), cand, self.scope(&r.resource, r.is_status()));
         validate(&gr, name, &new)?;
-        Ok(self.commit(&gr, r.ns(), name, new, old.applied, r.is_status()))
+        let mut applied = old.applied;
+        record_update(&mut applied, Some(&old.obj), &new);
+        Ok(self.commit(&gr, r.ns(), name, new, applied, r.is_status()))
     }
 
     /// Server-side apply, as if always forced: the configuration is merged in (list-maps by
@@ -735,14 +725,9 @@ impl State {
     }
 
     fn fill_type(&self, body: &mut Value, r: &RecordedRequest) {
-        let kind = self
-            .kinds
-            .iter()
-            .find(|k| k.0 == r.api_group && k.2 == r.resource);
-        if let (Some(m), Some(kind)) = (body.as_object_mut(), kind) {
-            m.entry("apiVersion")
-                .or_insert_with(|| json!(r.full_api_version()));
-            m.entry("kind").or_insert_with(|| json!(kind.1));
+        if let (Some(m), Some(kind)) = (body.as_object_mut(), self.kind_of(r)) {
+            m.entry("apiVersion").or_insert(json!(r.api_version));
+            m.entry("kind").or_insert(json!(kind));
         }
     }
 
@@ -766,8 +751,7 @@ impl State {
                 old.obj["metadata"].clone()
             }
             None => {
-                self.counter += 1;
-                let uid = format!("00000000-0000-4000-8000-{:012x}", self.counter);
+                let uid = format!("00000000-0000-4000-8000-{:012x}", self.rv + 2);
                 let generation = has_generation(gr).then_some(1);
                 json!({"uid": uid, "creationTimestamp": now(), "generation": generation})
             }
@@ -801,22 +785,15 @@ impl State {
             (false, Some(_)) => "MODIFIED",
             (false, None) => "ADDED",
         };
-        let new = self.emit(ev, gr, new);
-        let (objects, key) = (
-            self.store.entry(gr.clone()).or_default(),
-            (ns.into(), name.into()),
-        );
-        match deleted {
-            true => objects.remove(&key),
-            false => objects.insert(
-                key,
-                Entry {
-                    obj: new.clone(),
-                    applied,
-                },
-            ),
-        };
-        new
+        let obj = self.emit(ev, gr, new);
+        let objects = self.store.entry(gr.clone()).or_default();
+        let key = (ns.to_string(), name.to_string());
+        if deleted {
+            objects.remove(&key);
+            return obj;
+        }
+        objects.insert(key, Entry { obj, applied });
+        self.entry(gr, ns, name).expect("stored").obj.clone()
     }
 
     fn delete_obj(&mut self, gr: &Gr, ns: &str, name: &str) -> Option<Value> {
@@ -830,19 +807,18 @@ impl State {
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             obj = self.emit("MODIFIED", gr, obj);
         }
-        let entry = Entry {
-            obj: obj.clone(),
-            applied,
-        };
-        self.store.entry(gr.clone()).or_default().insert(key, entry);
-        Some(obj)
+        let out = obj.clone();
+        let objects = self.store.entry(gr.clone()).or_default();
+        objects.insert(key, Entry { obj, applied });
+        Some(out)
     }
 
     /// Gives a change its resourceVersion, logs it and tells the open watches; returns the
     /// object as changed.
     fn emit(&mut self, ev: &'static str, gr: &Gr, mut obj: Value) -> Value {
         self.rv += 1;
-        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let rv = self.rv + 1;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.watchers.retain(|(wgr, ns, meta, tx)| {
             let wanted = wgr == gr && in_ns(&obj, ns);
             if wanted {
@@ -851,7 +827,7 @@ impl State {
                 !tx.is_closed()
             }
         });
-        self.log.push((self.rv, ev, gr.clone(), obj.clone()));
+        self.log.push((rv, ev, gr.clone(), obj.clone()));
         obj
     }
 }
@@ -863,14 +839,8 @@ fn validate(gr: &Gr, name: &str, obj: &Value) -> Result<(), ApiErr> {
     if *gr != ("apps".to_string(), "deployments".to_string()) {
         return Ok(());
     }
-    let invalid = |field: &str| {
-        Err(ApiErr::invalid(
-            "Deployment.apps",
-            name,
-            field,
-            "Required value",
-        ))
-    };
+    let required = "Required value";
+    let invalid = |field: &str| Err(ApiErr::invalid("Deployment.apps", name, field, required));
     let spec = &obj["spec"];
     if !spec["selector"].is_object() {
         return invalid("spec.selector");
@@ -879,10 +849,8 @@ fn validate(gr: &Gr, name: &str, obj: &Value) -> Result<(), ApiErr> {
     let Some(containers) = containers.filter(|c| !c.is_empty()) else {
         return invalid("spec.template.spec.containers");
     };
-    match containers
-        .iter()
-        .position(|c| c["image"].as_str().is_none_or(str::is_empty))
-    {
+    let no_image = |c: &Value| c["image"].as_str().is_none_or(str::is_empty);
+    match containers.iter().position(no_image) {
         Some(i) => invalid(&format!("spec.template.spec.containers[{i}].image")),
         None => Ok(()),
     }
@@ -902,7 +870,7 @@ fn parse_path(path: &str) -> Option<RecordedRequest> {
     let owned = |i: usize| rest.get(i).map(|s| s.to_string());
     (1..=3).contains(&rest.len()).then(|| RecordedRequest {
         api_group: group.into(),
-        api_version: version.into(),
+        api_version: [group, version].join("/").trim_start_matches('/').into(),
         resource: rest[0].into(),
         namespace,
         name: owned(1),
@@ -1059,9 +1027,9 @@ fn is_empty(v: &Value) -> bool {
 }
 
 /// Removes from `live` what a field manager's previous configuration `old` set and its new
-/// one `new` sets no more, unless another manager's configuration (`others`) sets it or
-/// its value changed since (whoever changed it owns it now): the fields only that manager
-/// owned, which a real API server removes. Maps and lists emptied so go too; the key of a
+/// one `new` sets no more, unless another manager's configuration (`others`, the other
+/// writers' included) sets it to its value, or its value changed since (whoever changed it
+/// owns it now): the fields only that manager owned, which a real API server removes. Maps and lists emptied so go too; the key of a
 /// list item stays while anything else of the item does.
 fn prune(
     live: &mut Value,
@@ -1080,7 +1048,9 @@ fn prune(
         path.push(k.clone());
         let n = new.and_then(|n| n.get(k));
         let theirs: Vec<&Value> = others.iter().filter_map(|v| v.get(k)).collect();
-        let held = n.is_some() || !theirs.is_empty();
+        // a value stays while another configuration sets it (a scalar: to what it is now)
+        let composite = o.is_object() || (o.is_array() && list_key(path).is_some());
+        let held = n.is_some() || theirs.iter().any(|t| composite || **t == *l);
         let had = !is_empty(l);
         let gone = match (o, list_key(path)) {
             (Value::Object(_), _) => {
@@ -1128,6 +1098,46 @@ fn prune_item(
     if only_key && n.is_none() && theirs.is_empty() {
         items.remove(at);
     }
+}
+
+/// What `new` sets that `old` did not have so (list-maps by key): what a write takes over.
+fn changed(old: Option<&Value>, new: &Value, path: &mut Vec<String>) -> Option<Value> {
+    match (old, new, list_key(path)) {
+        (Some(o), _, _) if o == new => None,
+        (Some(Value::Object(o)), Value::Object(n), _) => {
+            let mut out = Map::new();
+            for (k, v) in n {
+                path.push(k.clone());
+                out.extend(changed(o.get(k), v, path).map(|c| (k.clone(), c)));
+                path.pop();
+            }
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        (Some(o @ Value::Array(_)), Value::Array(n), Some(kf)) => {
+            let each = n.iter().filter_map(|i| {
+                let mut c = changed(item(o, kf, &i[kf]), i, path)?;
+                c[kf] = i[kf].clone();
+                Some(c)
+            });
+            let items: Vec<Value> = each.collect();
+            (!items.is_empty()).then_some(Value::Array(items))
+        }
+        _ => Some(new.clone()),
+    }
+}
+
+/// A write other than an apply: what it changed is [`UPDATE`]'s, beside the configurations
+/// of the managers that apply (a real server records it so, and keeps such a field when a
+/// manager that applied the same value stops applying it).
+fn record_update(applied: &mut Applied, old: Option<&Value>, new: &Value) {
+    let mine = applied.entry((UPDATE.into(), false)).or_insert(json!({}));
+    // what the write removed is nobody's any more
+    let before = mine.clone();
+    prune(mine, &before, Some(new), &[], &mut Vec::new());
+    if let Some(c) = changed(old, new, &mut Vec::new()) {
+        ssa_merge(&mut Vec::new(), mine, &c);
+    }
+    applied.retain(|_, config| !is_empty(config));
 }
 
 fn strip_nulls(v: &Value) -> Value {
