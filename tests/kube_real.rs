@@ -278,11 +278,7 @@ async fn the_shared_field_manager_of_earlier_versions_hands_its_fields_over() {
         env_names(&d) == ["APP_KEY"] && fingerprint(&d).is_none() && applied_env(&d).is_empty()
     })
     .await;
-    op.stop();
-    let log = op.logs();
-    assert!(warnings(&log).is_empty(), "warnings:\n{log}");
-    let refused = forbidden(&env.kube, &release.user(), mark);
-    assert!(refused.is_empty(), "requests refused by RBAC: {refused:#?}");
+    stop_clean(&env, &mut op, &release, mark, &[OLD]);
     env.cleanup().await;
 }
 

@@ -67,6 +67,26 @@ async fn register(t: &EntraTenant, ns: &str, kubeconfig: &Path) -> Run {
     }
 }
 
+/// [`register`], then what every run must show: no secret in its output, success, and each
+/// of `lines` in what it says to the administrator.
+async fn register_saying(
+    what: &str,
+    t: &EntraTenant,
+    ns: &str,
+    kubeconfig: &Path,
+    lines: &[&str],
+) -> Run {
+    let run = register(t, ns, kubeconfig).await;
+    scan("register's stdout", &run.stdout, t);
+    scan("register's stderr", &run.stderr, t);
+    say(&format!("{what}: {:?}\n{}", run.took, said(&run.stderr)));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for line in lines {
+        assert!(run.stderr.contains(line), "{line:?}:\n{}", run.stderr);
+    }
+    run
+}
+
 /// The Role the book gives for the account that runs `register`.
 fn documented_role() -> Value {
     let book =
@@ -192,25 +212,21 @@ async fn one_helm_install_and_one_register_reach_a_ready_integration_and_a_rerun
     let kubeconfig = register_user(&env).await;
     say(&format!("installed and running: {:?}", started.elapsed()));
 
-    let first = register(&tenant, &env.ns, &kubeconfig).await;
-    scan("register's stdout", &first.stdout, &tenant);
-    scan("register's stderr", &first.stderr, &tenant);
-    say(&format!(
-        "register: {:?}\n{}",
-        first.took,
-        said(&first.stderr)
-    ));
-    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
-    for said in [
-        "enter the code",
-        "application 'NocoBase email manager': created",
-        "service principal: created",
-        "Microsoft accepts the new credentials",
-        "key client-secret written (the Value is not shown)",
-        "MicrosoftMailIntegration",
-    ] {
-        assert!(first.stderr.contains(said), "{said:?}:\n{}", first.stderr);
-    }
+    let first = register_saying(
+        "register",
+        &tenant,
+        &env.ns,
+        &kubeconfig,
+        &[
+            "enter the code",
+            "application 'NocoBase email manager': created",
+            "service principal: created",
+            "Microsoft accepts the new credentials",
+            "key client-secret written (the Value is not shown)",
+            "MicrosoftMailIntegration",
+        ],
+    )
+    .await;
     let client_id = tenant.state().apps[0].app_id.clone();
     assert!(
         first.stdout.contains(&format!("Client ID: {client_id}")),
@@ -326,24 +342,20 @@ async fn a_rerun_changes_nothing(env: &Env, tenant: &EntraTenant, kubeconfig: &P
         (s.graph_writes(), s.added_secrets.len())
     };
     let validations = tenant.state().client_credentials;
-    let again = register(tenant, &env.ns, kubeconfig).await;
-    scan("register's stdout", &again.stdout, tenant);
-    scan("register's stderr", &again.stderr, tenant);
-    say(&format!(
-        "re-run: {:?}\n{}",
-        again.took,
-        said(&again.stderr)
-    ));
-    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
-    for said in [
-        "application 'NocoBase email manager': found",
-        "nothing missing",
-        "service principal: found",
-        "client secret: none created",
-        "outlook: unchanged, nothing applied",
-    ] {
-        assert!(again.stderr.contains(said), "{said:?}:\n{}", again.stderr);
-    }
+    let again = register_saying(
+        "re-run",
+        tenant,
+        &env.ns,
+        kubeconfig,
+        &[
+            "application 'NocoBase email manager': found",
+            "nothing missing",
+            "service principal: found",
+            "client secret: none created",
+            "outlook: unchanged, nothing applied",
+        ],
+    )
+    .await;
     assert!(
         again.stdout.contains("Nothing was missing"),
         "{}",
