@@ -47,8 +47,7 @@ pub fn within_deadline(
     request_timeout: Duration,
 ) -> reqwest::RequestBuilder {
     match io_time_left() {
-        // a spent budget still sends nothing useful: the shortest timeout fails at once
-        Some(left) => req.timeout(left.min(request_timeout).max(Duration::from_millis(1))),
+        Some(_) => req.timeout(request_limit(request_timeout).0),
         None => req,
     }
 }
@@ -58,6 +57,7 @@ pub fn within_deadline(
 /// must name the limit that cut the request.
 pub fn request_limit(request_timeout: Duration) -> (Duration, bool) {
     match io_time_left() {
+        // a spent budget still sends nothing useful: the shortest timeout fails at once
         Some(left) if left < request_timeout => (left.max(Duration::from_millis(1)), true),
         _ => (request_timeout, false),
     }
